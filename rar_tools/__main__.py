@@ -1,0 +1,3 @@
+from rar_tools.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""The CLIP encoder: images and label texts to L2-normalised float32 embeddings (open_clip)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rar_tools.devices import resolve_device
+from rar_tools.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+SINGLE_TEMPLATE = "a photo of a {}."
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What a memory records about the encoder that filled it."""
+
+    model: str
+    pretrained: str
+    dim: int
+
+    def describe(self) -> str:
+        return f"{self.model} ({self.pretrained}, {self.dim}-d)"
+
+
+def label_templates(kind: str) -> list[Callable[[str], str]]:
+    """Prompt templates for label texts: one, or open_clip's small ImageNet ensemble plus the one."""
+    single = [SINGLE_TEMPLATE.format]
+    if kind == "single":
+        return single
+    from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
+
+    return single + list(SIMPLE_IMAGENET_TEMPLATES)
+
+
+class ClipEncoder:
+    """A loaded open_clip model with its preprocessing and tokenizer. Thread-safe."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        preprocess: Callable,
+        tokenizer: Callable,
+        identity: EncoderIdentity,
+        device: str,
+        batch_size: int = 32,
+        templates: str = "single",
+    ) -> None:
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.identity = identity
+        self.device = device
+        self.batch_size = batch_size
+        self.templates = templates
+        self.dtype = next(model.parameters()).dtype
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(n, dim) unit-norm float32 embeddings, computed in batches of `batch_size`."""
+        chunks = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start : start + self.batch_size]
+            pixels = torch.stack([self.preprocess(im) for im in batch])
+            with self._lock, torch.inference_mode():
+                features = self.model.encode_image(pixels.to(self.device, self.dtype))
+            chunks.append(normalise(features))
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) unit-norm float32 embeddings of raw texts."""
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self.tokenizer(list(texts[start : start + self.batch_size]))
+            with self._lock, torch.inference_mode():
+                features = self.model.encode_text(tokens.to(self.device))
+            chunks.append(normalise(features))
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    def encode_labels(self, labels: Sequence[str]) -> np.ndarray:
+        """Label embeddings through the prompt templates: the normalised mean over templates."""
+        templates = label_templates(self.templates)
+        prompts = [template(label) for label in labels for template in templates]
+        per_prompt = self.encode_texts(prompts).reshape(len(labels), len(templates), -1)
+        mean = per_prompt.mean(axis=1)
+        return (mean / np.linalg.norm(mean, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
+
+
+def normalise(features: torch.Tensor) -> np.ndarray:
+    features = features.float()
+    features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return features.cpu().numpy().astype(np.float32)
+
+
+def create_encoder(
+    model_name: str = "ViT-B-16",
+    pretrained: str | None = "openai",
+    device: str = "auto",
+    batch_size: int = 32,
+    templates: str = "single",
+) -> ClipEncoder:
+    """Load an open_clip model by name + weights tag/file, `hf-hub:` id or `local-dir:` folder.
+
+    Half precision on CUDA; `pretrained=None` or 'none' gives random weights (benchmarks only).
+    """
+    import open_clip
+
+    device = resolve_device(device)
+    has_schema = model_name.startswith(("hf-hub:", "local-dir:"))
+    tag = None if (has_schema or pretrained in (None, "", "none")) else pretrained
+    precision = "fp16" if device.startswith("cuda") else "fp32"
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=tag, device=device, precision=precision
+        )
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise ModelLoadError(f"not enough GPU memory to load CLIP model {model_name!r}; try --device cpu") from exc
+    except Exception as exc:  # open_clip raises many types for a bad name, path or offline cache
+        raise ModelLoadError(
+            f"could not load CLIP model {model_name!r} (weights {tag or 'from the model folder'}): {exc}. "
+            "Offline, pre-download the weights or use local-dir:/path/to/folder."
+        ) from exc
+    model.eval()
+    with torch.inference_mode():
+        dim = int(model.encode_text(tokenizer(["x"]).to(device)).shape[-1])
+    weights = "model-folder" if has_schema else (tag or "random-init")
+    identity = EncoderIdentity(model=model_name, pretrained=weights, dim=dim)
+    log.info("CLIP encoder %s loaded on %s", identity.describe(), device)
+    return ClipEncoder(model, preprocess, tokenizer, identity, device, batch_size, templates)

@@ -1,0 +1,27 @@
+"""Errors a caller can fix. The server turns each into an MCP `ToolError` with the same message."""
+
+from __future__ import annotations
+
+
+class RarToolsError(Exception):
+    """Base class for every error that carries a message meant for the caller."""
+
+
+class ImageInputError(RarToolsError):
+    """An image could not be read, decoded or accepted."""
+
+
+class MemoryError_(RarToolsError):
+    """A memory name, entry or operation was refused."""
+
+
+class EncoderMismatchError(MemoryError_):
+    """A memory was filled by a different CLIP encoder than the one loaded now."""
+
+
+class RankerError(RarToolsError):
+    """The ranker is unavailable, or ranking failed for a reason the caller can act on."""
+
+
+class ModelLoadError(RarToolsError):
+    """A model failed to load (missing weights offline, out of GPU memory, bad path)."""

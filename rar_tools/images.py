@@ -1,0 +1,171 @@
+"""Images in: decode a path, base64 string or data URL into a safe RGB image; store exemplar copies."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from rar_tools.errors import ImageInputError
+
+DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.I)
+BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=_-]+$")
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Bounds on what an image input may cost to read and decode."""
+
+    max_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded RGB image, the sha256 of its encoded bytes, and its source path if any."""
+
+    image: Image.Image
+    sha256: str
+    source_path: str | None
+
+
+def describe(source: str, limit: int = 60) -> str:
+    """A short, safe rendering of an image argument for error messages."""
+    text = source if len(source) <= limit else source[:limit] + f"... ({len(source)} chars)"
+    return repr(text)
+
+
+def read_image_bytes(source: str, limits: ImageLimits) -> tuple[bytes, str | None]:
+    """The encoded bytes of `source` (absolute path, base64 or data: URL) and the path if it was one."""
+    if not isinstance(source, str) or not source.strip():
+        raise ImageInputError("image is empty: give an absolute file path, base64 data or a data: URL")
+    source = source.strip()
+    match = DATA_URL.match(source)
+    if match:
+        mime = (match.group("mime") or "").lower()
+        if not mime.startswith("image/"):
+            raise ImageInputError(f"data URL has type {mime or 'none'!r}; only image/* data URLs are accepted")
+        return decode_base64(source[match.end() :], limits), None
+    if source.startswith(("/", "~", "file://")) or re.match(r"^[A-Za-z]:[\\/]", source):
+        return read_file(source, limits)
+    if source.startswith(("http://", "https://")):
+        raise ImageInputError("image URLs are not fetched: give an absolute file path, base64 or a data: URL")
+    if len(source) >= 16 and BASE64_CHARS.match(source):
+        return decode_base64(source, limits), None
+    raise ImageInputError(f"image {describe(source)} is neither an absolute file path nor base64 data nor a data: URL")
+
+
+def read_file(source: str, limits: ImageLimits) -> tuple[bytes, str]:
+    """Read an absolute image path, refusing missing files, folders and oversize files."""
+    path = Path(source.removeprefix("file://")).expanduser()
+    if not path.is_absolute():
+        raise ImageInputError(f"image path {describe(source)} is not absolute")
+    if not path.exists():
+        raise ImageInputError(f"image file {describe(str(path))} does not exist")
+    if not path.is_file():
+        raise ImageInputError(f"image path {describe(str(path))} is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageInputError(f"image file {describe(str(path))} is empty (0 bytes)")
+    if size > limits.max_bytes:
+        raise ImageInputError(f"image file {describe(str(path))} has {size} bytes; the limit is {limits.max_bytes}")
+    try:
+        return path.read_bytes(), str(path.resolve())
+    except OSError as exc:
+        raise ImageInputError(f"image file {describe(str(path))} cannot be read: {exc.strerror}") from exc
+
+
+def decode_base64(text: str, limits: ImageLimits) -> bytes:
+    """Decode standard or URL-safe base64, bounded by the byte limit before decoding."""
+    text = "".join(text.split())
+    if len(text) * 3 // 4 > limits.max_bytes:
+        raise ImageInputError(f"base64 image is over the limit of {limits.max_bytes} bytes")
+    altchars = b"-_" if ("-" in text or "_" in text) else None
+    try:
+        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=altchars, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageInputError(f"image is not valid base64 ({exc})") from exc
+    if not data:
+        raise ImageInputError("base64 image decodes to zero bytes")
+    return data
+
+
+def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image.Image:
+    """Decode bytes into an RGB image: size-checked before decoding, EXIF-rotated, first frame."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise ImageInputError(f"{name} is {width}x{height} pixels; the limit is {limits.max_pixels} pixels")
+            image.seek(0)
+            image.load()
+    except ImageInputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageInputError(f"{name} is too large to decode safely ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageInputError(f"{name} is not an image format Pillow can decode") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageInputError(f"{name} is damaged or truncated ({exc})") from exc
+    return to_rgb(ImageOps.exif_transpose(image) or image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with transparency composited on white and 16/32-bit greys scaled to 8 bits."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(source: str, limits: ImageLimits = ImageLimits()) -> LoadedImage:
+    """Read and decode one image argument; every failure is an `ImageInputError` naming the problem."""
+    data, path = read_image_bytes(source, limits)
+    name = f"image file {describe(path)}" if path else "image data"
+    image = decode_image(data, limits, name)
+    return LoadedImage(image=image, sha256=hashlib.sha256(data).hexdigest(), source_path=path)
+
+
+def stored_image_path(images_dir: Path, sha256: str) -> Path:
+    """Where the content-addressed copy of an image lives."""
+    return images_dir / sha256[:2] / f"{sha256}.jpg"
+
+
+def store_image(images_dir: Path, loaded: LoadedImage, max_side: int) -> Path:
+    """Keep a bounded JPEG copy of the image, written atomically; reuse an existing copy."""
+    target = stored_image_path(images_dir, loaded.sha256)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    copy = loaded.image.copy()
+    copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".jpg")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            copy.save(handle, format="JPEG", quality=92)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,322 @@
+"""The memory store: named Chroma collections of CLIP embeddings with their labels and exemplar files."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rar_tools.encoder import EncoderIdentity
+from rar_tools.errors import EncoderMismatchError, MemoryError_
+
+log = logging.getLogger(__name__)
+
+EntryKind = Literal["image", "text"]
+MEMORY_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+COLLECTION_PREFIX = "rar-"
+SCHEMA_VERSION = 1
+HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max_neighbors": 32}
+
+
+def check_memory_name(name: str) -> str:
+    """A memory name: 1-64 of letters, digits, '.', '_' and '-', alphanumeric at both ends."""
+    if not isinstance(name, str) or not MEMORY_NAME.match(name) or ".." in name:
+        raise MemoryError_(
+            f"memory name {name!r} is invalid: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit, without '..'"
+        )
+    return name
+
+
+def entry_id(memory: str, kind: EntryKind, sha256: str, label: str) -> str:
+    """Deterministic id: the same content with the same label in the same memory is one entry."""
+    key = "\x00".join((memory, kind, sha256, label)).encode()
+    return hashlib.sha256(key).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry about to be stored."""
+
+    label: str
+    kind: EntryKind
+    sha256: str
+    embedding: np.ndarray
+    source: str | None = None
+    image_file: str | None = None
+    category: str | None = None
+    parent: str | None = None
+
+    def metadata(self, added_at: str) -> dict[str, Any]:
+        data = {"label": self.label, "kind": self.kind, "sha256": self.sha256, "added_at": added_at}
+        optional = {
+            "source": self.source,
+            "image_file": self.image_file,
+            "category": self.category,
+            "parent": self.parent,
+        }
+        data.update({k: v for k, v in optional.items() if v})
+        return data
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One nearest neighbour: entry id, cosine similarity and metadata."""
+
+    id: str
+    similarity: float
+    metadata: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return self.metadata["label"]
+
+
+@dataclass
+class AddOutcome:
+    added: list[str] = field(default_factory=list)
+    already_present: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MemorySummary:
+    """What a memory holds: counts per label and kind, and the encoder that filled it."""
+
+    name: str
+    count: int
+    label_counts: dict[str, int]
+    kind_counts: dict[str, int]
+    encoder: EncoderIdentity | None
+
+
+class MemoryStore:
+    """All memories under one data folder: `chroma/` (the index) and `images/` (exemplar copies)."""
+
+    def __init__(self, data_dir: Path, client: Any | None = None) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.images_dir = self.data_dir / "images"
+        if client is None:
+            client = open_persistent_client(self.data_dir / "chroma")
+        self.client = client
+        self.max_batch = int(client.get_max_batch_size())
+
+    # -- collections -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Names of all memories, sorted."""
+        names = []
+        for collection in self.client.list_collections():
+            cname = collection if isinstance(collection, str) else collection.name
+            if cname.startswith(COLLECTION_PREFIX):
+                names.append(cname[len(COLLECTION_PREFIX) :])
+        return sorted(names)
+
+    def exists(self, name: str) -> bool:
+        return check_memory_name(name) in self.names()
+
+    def collection(self, name: str, identity: EncoderIdentity | None = None, create: bool = False):
+        """The collection of memory `name`; refuses an unknown memory unless `create`, and an
+        encoder other than the one that filled it."""
+        check_memory_name(name)
+        cname = COLLECTION_PREFIX + name
+        if name not in self.names():
+            if not create:
+                known = ", ".join(self.names()) or "none yet"
+                raise MemoryError_(f"memory {name!r} does not exist (memories: {known})")
+            if identity is None:
+                raise MemoryError_("creating a memory needs the encoder identity")
+            return self.client.create_collection(
+                cname,
+                embedding_function=None,
+                configuration={"hnsw": HNSW_CONFIG},
+                metadata={
+                    "rar_tools_schema": SCHEMA_VERSION,
+                    "encoder_model": identity.model,
+                    "encoder_pretrained": identity.pretrained,
+                    "encoder_dim": identity.dim,
+                    "created_at": now(),
+                },
+            )
+        collection = self.client.get_collection(cname, embedding_function=None)
+        if identity is not None:
+            check_encoder(name, stored_identity(collection.metadata), identity)
+        return collection
+
+    # -- writing -----------------------------------------------------------------------------
+    def add(self, name: str, identity: EncoderIdentity, entries: Sequence[NewEntry]) -> AddOutcome:
+        """Store entries not already present (idempotent by id), in chunks within Chroma's batch size.
+
+        Exemplar image files must already be written: an entry never points at a missing file.
+        """
+        collection = self.collection(name, identity, create=True)
+        outcome = AddOutcome()
+        ids = [entry_id(name, e.kind, e.sha256, e.label) for e in entries]
+        unique = dict(zip(ids, entries))
+        for chunk in chunks(list(unique), self.max_batch):
+            existing = set(collection.get(ids=chunk, include=[])["ids"])
+            outcome.already_present.extend(i for i in chunk if i in existing)
+            new = [i for i in chunk if i not in existing]
+            if not new:
+                continue
+            stamp = now()
+            collection.add(
+                ids=new,
+                embeddings=np.stack([unique[i].embedding for i in new]).astype(np.float32),
+                metadatas=[unique[i].metadata(stamp) for i in new],
+            )
+            outcome.added.extend(new)
+        return outcome
+
+    def remove(self, name: str, ids: Iterable[str] | None = None, label: str | None = None) -> int:
+        """Remove entries by id and/or by label; returns how many were removed. Exemplar files
+        no other entry uses are deleted after the entries."""
+        collection = self.collection(name)
+        targets: dict[str, dict[str, Any]] = {}
+        if ids:
+            got = collection.get(ids=list(ids), include=["metadatas"])
+            targets.update(zip(got["ids"], got["metadatas"]))
+        if label is not None:
+            got = collection.get(where={"label": label}, include=["metadatas"])
+            targets.update(zip(got["ids"], got["metadatas"]))
+        for chunk in chunks(list(targets), self.max_batch):
+            collection.delete(ids=chunk)
+        self.delete_unused_files({m["sha256"] for m in targets.values() if m.get("image_file")})
+        return len(targets)
+
+    def drop(self, name: str) -> int:
+        """Delete a whole memory; returns the number of entries it held."""
+        collection = self.collection(name)
+        count = collection.count()
+        shas = {m["sha256"] for m in self.all_metadata(collection) if m.get("image_file")}
+        self.client.delete_collection(COLLECTION_PREFIX + name)
+        self.delete_unused_files(shas)
+        return count
+
+    def delete_unused_files(self, shas: set[str]) -> None:
+        from rar_tools.images import stored_image_path
+
+        for sha in shas:
+            in_use = any(
+                self.collection(other).get(where={"sha256": sha}, limit=1, include=[])["ids"] for other in self.names()
+            )
+            if not in_use:
+                stored_image_path(self.images_dir, sha).unlink(missing_ok=True)
+
+    # -- reading -----------------------------------------------------------------------------
+    def query(
+        self,
+        name: str,
+        identity: EncoderIdentity,
+        embedding: np.ndarray,
+        kind: EntryKind,
+        n: int,
+        exclude_labels: Sequence[str] = (),
+    ) -> list[Hit]:
+        """Up to `n` nearest entries of `kind`, skipping `exclude_labels`, best first."""
+        collection = self.collection(name, identity)
+        where: dict[str, Any] = {"kind": kind}
+        if exclude_labels:
+            where = {"$and": [where, {"label": {"$nin": list(exclude_labels)}}]}
+        result = collection.query(
+            query_embeddings=embedding[None, :].astype(np.float32),
+            n_results=n,
+            where=where,
+            include=["metadatas", "distances"],
+        )
+        return [
+            Hit(id=i, similarity=1.0 - float(d), metadata=m)
+            for i, d, m in zip(result["ids"][0], result["distances"][0], result["metadatas"][0])
+        ]
+
+    def best_exemplar_file(
+        self, name: str, identity: EncoderIdentity, embedding: np.ndarray, label: str
+    ) -> Path | None:
+        """The stored image file of `label`'s exemplar nearest to `embedding`, if it has one."""
+        collection = self.collection(name, identity)
+        result = collection.query(
+            query_embeddings=embedding[None, :].astype(np.float32),
+            n_results=1,
+            where={"$and": [{"kind": "image"}, {"label": label}]},
+            include=["metadatas"],
+        )
+        for metadata in result["metadatas"][0]:
+            path = self.data_dir / metadata["image_file"]
+            if path.is_file():
+                return path
+        return None
+
+    def count(self, name: str, kind: EntryKind | None = None) -> int:
+        collection = self.collection(name)
+        if kind is None:
+            return collection.count()
+        return len(collection.get(where={"kind": kind}, include=[])["ids"])
+
+    def has_kind(self, name: str, kind: EntryKind) -> bool:
+        return bool(self.collection(name).get(where={"kind": kind}, limit=1, include=[])["ids"])
+
+    def summary(self, name: str) -> MemorySummary:
+        collection = self.collection(name)
+        metadatas = list(self.all_metadata(collection))
+        return MemorySummary(
+            name=name,
+            count=len(metadatas),
+            label_counts=dict(Counter(m["label"] for m in metadatas).most_common()),
+            kind_counts=dict(Counter(m["kind"] for m in metadatas)),
+            encoder=stored_identity(collection.metadata),
+        )
+
+    def entries(self, name: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Metadata of the given entry ids that exist."""
+        got = self.collection(name).get(ids=list(ids), include=["metadatas"])
+        return dict(zip(got["ids"], got["metadatas"]))
+
+    def all_metadata(self, collection: Any, page: int = 5000) -> Iterable[dict[str, Any]]:
+        offset = 0
+        while True:
+            got = collection.get(include=["metadatas"], limit=page, offset=offset)
+            yield from got["metadatas"]
+            if len(got["ids"]) < page:
+                return
+            offset += page
+
+
+def open_persistent_client(path: Path) -> Any:
+    """An embedded Chroma client with telemetry off."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+
+
+def stored_identity(metadata: dict[str, Any] | None) -> EncoderIdentity | None:
+    if not metadata or "encoder_model" not in metadata:
+        return None
+    return EncoderIdentity(
+        model=metadata["encoder_model"], pretrained=metadata["encoder_pretrained"], dim=int(metadata["encoder_dim"])
+    )
+
+
+def check_encoder(name: str, stored: EncoderIdentity | None, current: EncoderIdentity) -> None:
+    if stored is not None and stored != current:
+        raise EncoderMismatchError(
+            f"memory {name!r} was filled by CLIP {stored.describe()}, but the loaded encoder is "
+            f"{current.describe()}; embeddings of different encoders cannot be compared. "
+            "Start the server with the memory's encoder, or use another memory name."
+        )
+
+
+def chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,19 @@
+"""Ranking backends behind one interface: a local transformers MLLM or an OpenAI-compatible API."""
+
+from __future__ import annotations
+
+from rar_tools.ranking.base import RankedLabel, Ranker, RankerConfig, RankMode, RankRequest, RankResult
+
+
+def create_ranker(config: RankerConfig) -> Ranker:
+    """An endpoint ranker when `config.url` is set, else a local transformers model."""
+    if config.url:
+        from rar_tools.ranking.openai_compat import OpenAICompatRanker
+
+        return OpenAICompatRanker(config)
+    from rar_tools.ranking.local import TransformersRanker
+
+    return TransformersRanker(config)
+
+
+__all__ = ["RankMode", "RankRequest", "RankResult", "RankedLabel", "Ranker", "RankerConfig", "create_ranker"]

@@ -1,0 +1,72 @@
+"""The ranker interface: what every backend takes and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from PIL import Image
+
+RankMode = Literal["score", "generate"]
+Fallback = Literal["none", "partial", "full"]
+
+
+@dataclass(frozen=True)
+class RankedLabel:
+    """One candidate after ranking. `score` is a probability in score mode, a rank-derived
+    weight (1/rank, normalised) in generate mode."""
+
+    label: str
+    score: float
+
+
+@dataclass
+class RankResult:
+    """The outcome of one ranking call."""
+
+    ranked: list[RankedLabel]
+    mode: RankMode
+    fallback: Fallback = "none"
+    raw_text: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best(self) -> str:
+        return self.ranked[0].label
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    """Everything a backend needs to rank candidates for one image.
+
+    `exemplars` (optional) holds, per candidate in the same order, one stored example image of
+    that label or None; backends show them next to the names.
+    """
+
+    image: Image.Image
+    candidates: tuple[str, ...]
+    mode: RankMode = "score"
+    icl: bool = False
+    exemplars: tuple[Image.Image | None, ...] | None = None
+
+
+class Ranker(Protocol):
+    """A backend that orders candidate labels for an image."""
+
+    name: str
+
+    def rank(self, request: RankRequest) -> RankResult: ...
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    """How to build a ranker: a local transformers model, or an OpenAI-compatible endpoint."""
+
+    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    device: str = "auto"
+    max_new_tokens: int = 64
+    max_image_side: int = 768
+    url: str | None = None
+    api_model: str | None = None
+    api_key: str | None = None
+    timeout_s: float = 60.0

@@ -1,0 +1,59 @@
+"""The RAR ranking prompt, with candidate names treated strictly as quoted data."""
+
+from __future__ import annotations
+
+import unicodedata
+
+MAX_CANDIDATE_CHARS = 200
+MIN_CANDIDATES = 2
+MAX_CANDIDATES = 50
+
+RANKING_PROMPT = (
+    "Please play the role of a classification expert, and sort the provided categories from high "
+    "to low according to the top {k} similarity with the input image. "
+    "Here are the optional categories:{names}."
+)
+
+ICL_INSTRUCTION = (
+    " Your answer should follow the following format, like:['category A', 'category B', ...]. "
+    "Only choose {k} categories, and no further information."
+)
+
+# One worked example for the in-context variant: a fixed, neutral illustration of the answer
+# format (not a claim about any image shown to the model).
+ICL_EXAMPLE_NAMES = ("golden retriever", "labrador retriever", "cocker spaniel")
+ICL_EXAMPLE_ANSWER = "['golden retriever', 'labrador retriever', 'cocker spaniel']"
+
+EXEMPLAR_INTRO = (
+    " After the input image, one reference image is shown for some categories, each introduced by its quoted name."
+)
+
+
+def clean_candidate(name: str) -> str:
+    """Collapse whitespace, drop control characters and cap the length of one candidate name."""
+    chars = [" " if ch.isspace() else ch for ch in name]
+    kept = "".join(ch for ch in chars if unicodedata.category(ch)[0] != "C")
+    return " ".join(kept.split())[:MAX_CANDIDATE_CHARS]
+
+
+def format_names(names: list[str] | tuple[str, ...]) -> str:
+    """A Python-style list literal of the names; `repr` quotes and escapes each one."""
+    return repr([clean_candidate(n) for n in names])
+
+
+def ranking_prompt(names: list[str] | tuple[str, ...], icl: bool = False) -> str:
+    """The paper's ranking instruction for `names` (optionally with the ICL format example)."""
+    k = len(names)
+    text = RANKING_PROMPT.format(k=k, names=format_names(names))
+    if icl:
+        example = RANKING_PROMPT.format(k=len(ICL_EXAMPLE_NAMES), names=format_names(ICL_EXAMPLE_NAMES))
+        text = (
+            "Example question: "
+            + example
+            + "\nExample answer: "
+            + ICL_EXAMPLE_ANSWER
+            + "\n\n"
+            + text
+            + ICL_INSTRUCTION.format(k=k)
+        )
+    return text

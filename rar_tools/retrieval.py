@@ -1,0 +1,159 @@
+"""Retrieval: the k distinct labels nearest to a query embedding, with their scores and support."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from rar_tools.encoder import EncoderIdentity
+from rar_tools.memory import EntryKind, Hit, MemoryStore
+
+RetrievalMode = Literal["auto", "image", "text"]
+LabelScore = Literal["max", "sum-top3"]
+LOGIT_SCALE = 100.0  # CLIP's learned temperature, used to turn similarities into probabilities
+
+
+@dataclass
+class LabelCandidate:
+    """One retrieved label: its ranking score, similarities per entry kind and supporting entries."""
+
+    label: str
+    score: float
+    probability: float = 0.0
+    image_similarity: float | None = None
+    text_similarity: float | None = None
+    support: int = 0
+    entry_ids: list[str] = field(default_factory=list)
+    category: str | None = None
+    parent: str | None = None
+
+
+@dataclass
+class Retrieval:
+    """Candidates best first, the entry kinds searched, and an honest note when fewer than k."""
+
+    candidates: list[LabelCandidate]
+    kinds: list[EntryKind]
+    note: str | None = None
+
+
+def nearest_hits_by_label(
+    store: MemoryStore, memory: str, identity: EncoderIdentity, embedding: np.ndarray, kind: EntryKind, k: int
+) -> dict[str, list[Hit]]:
+    """Neighbours grouped by label until at least k labels are found or the memory is exhausted.
+
+    Many exemplars of one label can fill a whole neighbour list, so each widening query excludes
+    the labels already found; every round finds at least one new label or proves there is none.
+    """
+    found: dict[str, list[Hit]] = {}
+    n = max(4 * k, 32)
+    while len(found) < k:
+        hits = store.query(memory, identity, embedding, kind, n, exclude_labels=list(found))
+        for hit in hits:
+            found.setdefault(hit.label, []).append(hit)
+        if len(hits) < n:
+            break
+    return found
+
+
+def label_score(similarities: Sequence[float], how: LabelScore) -> float:
+    """Best similarity, or the sum of the top three."""
+    ordered = sorted(similarities, reverse=True)
+    return ordered[0] if how == "max" else float(sum(ordered[:3]))
+
+
+def softmax(values: Sequence[float], scale: float = LOGIT_SCALE) -> list[float]:
+    if not values:
+        return []
+    logits = np.asarray(values, dtype=np.float64) * scale
+    weights = np.exp(logits - logits.max())
+    return (weights / weights.sum()).tolist()
+
+
+def candidates_for_kind(hits_by_label: dict[str, list[Hit]], kind: EntryKind, how: LabelScore) -> list[LabelCandidate]:
+    """One candidate per label, scored from its hits of one kind, best first."""
+    candidates = []
+    for label, hits in hits_by_label.items():
+        best = max(hits, key=lambda h: h.similarity)
+        candidate = LabelCandidate(
+            label=label,
+            score=label_score([h.similarity for h in hits], how),
+            support=len(hits),
+            entry_ids=[h.id for h in hits],
+            category=best.metadata.get("category"),
+            parent=best.metadata.get("parent"),
+        )
+        setattr(candidate, f"{kind}_similarity", best.similarity)
+        candidates.append(candidate)
+    candidates.sort(key=lambda c: c.score, reverse=True)
+    for candidate, p in zip(candidates, softmax([c.score for c in candidates])):
+        candidate.probability = p
+    return candidates
+
+
+def fuse(per_kind: dict[EntryKind, list[LabelCandidate]]) -> list[LabelCandidate]:
+    """Average the per-kind probabilities (a label missing from one kind counts 0 there)."""
+    fused: dict[str, LabelCandidate] = {}
+    for candidates in per_kind.values():
+        for c in candidates:
+            into = fused.setdefault(
+                c.label, LabelCandidate(label=c.label, score=0.0, category=c.category, parent=c.parent)
+            )
+            into.score += c.probability / len(per_kind)
+            into.support += c.support
+            into.entry_ids += c.entry_ids
+            into.image_similarity = into.image_similarity if c.image_similarity is None else c.image_similarity
+            into.text_similarity = into.text_similarity if c.text_similarity is None else c.text_similarity
+    return sorted(fused.values(), key=lambda c: c.score, reverse=True)
+
+
+def retrieve_labels(
+    store: MemoryStore,
+    memory: str,
+    identity: EncoderIdentity,
+    embedding: np.ndarray,
+    k: int = 5,
+    mode: RetrievalMode = "auto",
+    how: LabelScore = "max",
+) -> Retrieval:
+    """The k best distinct labels for a query embedding.
+
+    `image` searches exemplar images (few-shot), `text` label texts (zero-shot), `auto` whichever
+    the memory holds, fusing both by averaged probabilities when it holds both.
+    """
+    kinds: list[EntryKind] = [
+        kind for kind in ("image", "text") if mode in (kind, "auto") and store.has_kind(memory, kind)
+    ]
+    per_kind = {
+        kind: candidates_for_kind(nearest_hits_by_label(store, memory, identity, embedding, kind, k), kind, how)
+        for kind in kinds
+    }
+    if len(per_kind) == 1:
+        candidates = next(iter(per_kind.values()))
+    else:
+        candidates = fuse(per_kind)
+    candidates = candidates[:k]
+    # Probabilities over the returned candidates only: a softmax of similarities for one kind,
+    # the renormalised fused probabilities for two.
+    if len(per_kind) == 1:
+        probabilities = softmax([c.score for c in candidates])
+    else:
+        total = sum(c.score for c in candidates) or 1.0
+        probabilities = [c.score / total for c in candidates]
+    for c, p in zip(candidates, probabilities):
+        c.probability = p
+    return Retrieval(candidates=candidates, kinds=kinds, note=shortfall_note(memory, mode, kinds, candidates, k))
+
+
+def shortfall_note(
+    memory: str, mode: RetrievalMode, kinds: list[EntryKind], candidates: list[LabelCandidate], k: int
+) -> str | None:
+    if not kinds:
+        wanted = {"image": "image exemplars", "text": "label texts", "auto": "entries"}[mode]
+        return f"memory {memory!r} holds no {wanted}; add some with add_to_memory"
+    if len(candidates) < k:
+        return f"memory {memory!r} holds only {len(candidates)} distinct label(s) for mode {mode!r}; asked for k={k}"
+    return None

@@ -1,0 +1,104 @@
+"""Result models shared by the Python API, the MCP tools (output schemas) and the CLI (--json)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class EncoderInfo(BaseModel):
+    model: str = Field(description="open_clip model name, hf-hub: id or local-dir: folder")
+    pretrained: str = Field(description="weights tag, 'model-folder' or 'random-init'")
+    dim: int = Field(description="embedding dimension")
+
+
+class Candidate(BaseModel):
+    label: str
+    score: float = Field(
+        description="ranking score: best (or top-3 summed) cosine similarity; "
+        "in auto mode over both kinds, the fused probability"
+    )
+    probability: float = Field(description="share among the returned candidates (softmax of CLIP-scaled similarities)")
+    image_similarity: float | None = Field(
+        None, description="best cosine similarity to an exemplar image of this label"
+    )
+    text_similarity: float | None = Field(None, description="cosine similarity to the label text")
+    support: int = Field(description="retrieved entries carrying this label")
+    entry_ids: list[str] = Field(description="ids of those entries, best first (at most 10)")
+    category: str | None = None
+    parent: str | None = None
+
+
+class RetrieveResult(BaseModel):
+    memory: str
+    mode: Literal["auto", "image", "text"]
+    kinds_searched: list[Literal["image", "text"]]
+    k: int
+    candidates: list[Candidate] = Field(description="distinct labels, best first")
+    note: str | None = Field(None, description="why fewer than k candidates came back, if they did")
+    timings: dict[str, float] = Field(description="seconds per stage")
+
+
+class SkippedInput(BaseModel):
+    source: str
+    reason: str
+
+
+class AddResult(BaseModel):
+    memory: str
+    kind: Literal["image", "text"]
+    added: int = Field(description="entries newly stored")
+    already_present: int = Field(description="entries that were already stored (adds are idempotent)")
+    entry_ids: list[str] = Field(description="ids of the new and already present entries (at most 1000)")
+    count: int = Field(description="entries in the memory afterwards")
+    skipped: list[SkippedInput] = Field(default_factory=list, description="inputs skipped as unreadable")
+    message: str
+
+
+class MemoryInfo(BaseModel):
+    name: str
+    count: int
+    kinds: dict[str, int] = Field(description="entries per kind: image exemplars, label texts")
+    labels_total: int
+    labels: dict[str, int] = Field(description="entries per label, most first (truncated to max_labels)")
+    labels_truncated: bool
+    encoder: EncoderInfo | None
+
+
+class MemoryList(BaseModel):
+    data_dir: str
+    memories: list[MemoryInfo]
+
+
+class RemoveResult(BaseModel):
+    memory: str
+    removed: int
+    count: int = Field(description="entries left in the memory")
+
+
+class RankedCandidate(BaseModel):
+    label: str
+    score: float = Field(description="probability (score mode) or normalised 1/rank weight (generate mode)")
+
+
+class RankOutput(BaseModel):
+    best: str = Field(description="the top-ranked label")
+    ranked: list[RankedCandidate] = Field(description="every candidate exactly once, best first")
+    mode: Literal["score", "generate"]
+    fallback: Literal["none", "partial", "full"] = Field(
+        description="generate mode: how much of the order had to be filled in from the given order "
+        "(none: the model ranked every candidate; full: its answer could not be used)"
+    )
+    raw_text: str | None = Field(None, description="the model's answer in generate mode")
+    ranker: str = Field(description="the backend and model that ranked")
+    exemplars_shown: int = Field(0, description="stored exemplar images shown next to candidate names")
+    timings: dict[str, float]
+
+
+class RecognizeResult(BaseModel):
+    label: str | None = Field(description="the recognised label, or None when the memory offered none")
+    retrieval: RetrieveResult
+    ranking: RankOutput | None = Field(None, description="absent when fewer than two candidates were retrieved")
+    note: str | None = None
+    timings: dict[str, float]

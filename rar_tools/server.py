@@ -1,0 +1,230 @@
+"""The MCP server: thin, typed tool wrappers over `RarTools`."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from rar_tools import __version__
+from rar_tools.api import RarTools
+from rar_tools.errors import RarToolsError
+from rar_tools.lazy import BackgroundModel
+from rar_tools.schemas import AddResult, MemoryList, RankOutput, RecognizeResult, RemoveResult, RetrieveResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+INSTRUCTIONS = """Fine-grained visual recognition with an explicit memory (RAR).
+Memories hold labelled exemplar images (few-shot) and label texts (zero-shot) as CLIP embeddings.
+Typical flow: retrieve_candidates for an image, look at the candidates (add your own if you like),
+rank_candidates to let the multimodal LLM order them (or recognize to do both in one call), then,
+when the user confirms or corrects the label, add_to_memory so the next retrieval knows it.
+Images are absolute file paths on the server's machine, base64 data or data:image/... URLs."""
+
+MemoryName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$",
+        description="memory name: letters, digits, '.', '_', '-', alphanumeric at both ends",
+    ),
+]
+ImageArg = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=30_000_000,
+        description="absolute image file path, base64 image data, or a data:image/...;base64, URL",
+    ),
+]
+Label = Annotated[str, Field(min_length=1, max_length=200, description="a class label, e.g. 'Blue Jay'")]
+RankModeArg = Annotated[
+    Literal["score", "generate"],
+    Field(
+        description="score: the MLLM's likelihood of each candidate as the answer (fast, always on-list); "
+        "generate: the MLLM writes a ranked list that is parsed (the RAR paper's way)"
+    ),
+]
+OptionalLevel = Annotated[str | None, Field(max_length=200, description="optional coarser level")]
+
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+ADDITIVE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+
+
+async def wait_until_loaded(model: BackgroundModel, ctx: Context, timeout: float) -> None:
+    """Wait for a background model, reporting progress each second when the client asked."""
+    waited = 0
+    while not await anyio.to_thread.run_sync(model.wait, 1.0):
+        waited += 1
+        await ctx.report_progress(waited, None, f"waiting for the {model.name} to load ({waited} s)")
+        if waited >= timeout:
+            raise ToolError(f"the {model.name} is still loading after {waited} s; try again shortly")
+
+
+async def run_api(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking API call in a worker thread; caller-fixable errors become `ToolError`."""
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    except RarToolsError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def thread_progress(ctx: Context, what: str) -> Callable[[int, int], None]:
+    """A progress callback usable from the worker thread that runs an API call."""
+
+    def report(done: int, total: int) -> None:
+        anyio.from_thread.run(functools.partial(ctx.report_progress, done, total, f"{what}: {done}/{total}"))
+
+    return report
+
+
+def create_server(tools: RarTools) -> MCPServer:
+    """An MCP server exposing `tools`; models start loading when the server starts."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[RarTools]:
+        tools.start_loading()
+        yield tools
+
+    mcp = MCPServer("rar-tools", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+    timeout = tools.settings.model_wait_timeout
+
+    @mcp.tool(annotations=ADDITIVE)
+    async def add_to_memory(
+        memory: MemoryName,
+        ctx: Context,
+        images: Annotated[
+            list[ImageArg] | None, Field(max_length=64, description="1-64 images, all of `label`")
+        ] = None,
+        label: Annotated[str | None, Field(max_length=200, description="the label of `images`")] = None,
+        labels: Annotated[
+            list[Label] | None,
+            Field(max_length=1000, description="label texts to store for zero-shot retrieval (instead of images)"),
+        ] = None,
+        category: OptionalLevel = None,
+        parent: OptionalLevel = None,
+    ) -> AddResult:
+        """Store labelled exemplar images, or label texts, in a memory (created on first use).
+
+        Give `images` with their `label`, or `labels` alone. Re-adding the same image with the same
+        label stores nothing new. All images are checked first: one bad image stores nothing.
+        """
+        if (images is None) == (labels is None):
+            raise ToolError("give either `images` (with `label`) or `labels`, not both and not neither")
+        if images is not None and not label:
+            raise ToolError("`label` is required with `images`: the label every given image shows")
+        await wait_until_loaded(tools.clip, ctx, timeout)
+        if images is not None:
+            return await run_api(
+                tools.add_images,
+                memory,
+                images,
+                label,
+                category,
+                parent,
+                progress=thread_progress(ctx, "adding images"),
+            )
+        return await run_api(tools.add_labels, memory, labels, category, parent)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def retrieve_candidates(
+        memory: MemoryName,
+        image: ImageArg,
+        ctx: Context,
+        k: Annotated[int, Field(ge=1, le=50, description="number of distinct labels to return")] = 5,
+        mode: Annotated[
+            Literal["auto", "image", "text"],
+            Field(
+                description="image: nearest exemplar images (few-shot); text: nearest label texts "
+                "(zero-shot); auto: whatever the memory holds, fused"
+            ),
+        ] = "auto",
+    ) -> RetrieveResult:
+        """The k most similar distinct labels for an image, with scores and supporting entries."""
+        await wait_until_loaded(tools.clip, ctx, timeout)
+        return await run_api(tools.retrieve, memory, image, k, mode)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def list_memories(
+        max_labels: Annotated[int, Field(ge=0, le=10000, description="labels listed per memory")] = 100,
+    ) -> MemoryList:
+        """All memories with their entry counts per kind and per label, and their CLIP encoder."""
+        return await run_api(tools.list_memories, max_labels)
+
+    @mcp.tool(annotations=DESTRUCTIVE)
+    async def remove_from_memory(
+        memory: MemoryName,
+        entry_ids: Annotated[
+            list[Annotated[str, Field(max_length=64)]] | None, Field(max_length=1000, description="entry ids to remove")
+        ] = None,
+        label: Annotated[str | None, Field(max_length=200, description="remove every entry of this label")] = None,
+    ) -> RemoveResult:
+        """Remove entries from a memory by id and/or by label. Unused exemplar copies are deleted."""
+        return await run_api(tools.remove, memory, entry_ids, label)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def rank_candidates(
+        image: ImageArg,
+        candidates: Annotated[
+            list[Label], Field(min_length=2, max_length=50, description="2-50 distinct labels to order")
+        ],
+        ctx: Context,
+        mode: RankModeArg = "score",
+        memory: Annotated[MemoryName | None, Field(description="memory to take exemplar images from")] = None,
+        exemplars: Annotated[
+            bool, Field(description="show each candidate's best stored exemplar image next to its name (needs memory)")
+        ] = False,
+        icl: Annotated[bool, Field(description="add a worked example of the answer format (generate mode)")] = False,
+    ) -> RankOutput:
+        """Order candidate labels for an image with the multimodal LLM, best first."""
+        if not tools.settings.no_ranker:
+            await wait_until_loaded(tools.mllm, ctx, timeout)
+        if exemplars:
+            await wait_until_loaded(tools.clip, ctx, timeout)
+        return await run_api(tools.rank, image, candidates, mode, memory, exemplars, icl)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def recognize(
+        memory: MemoryName,
+        image: ImageArg,
+        ctx: Context,
+        k: Annotated[int, Field(ge=1, le=50, description="candidates to retrieve and rank")] = 5,
+        mode: RankModeArg = "score",
+        retrieval_mode: Annotated[
+            Literal["auto", "image", "text"], Field(description="as in retrieve_candidates")
+        ] = "auto",
+        exemplars: Annotated[bool, Field(description="show stored exemplar images to the MLLM")] = False,
+        icl: Annotated[bool, Field(description="add a worked example of the answer format (generate mode)")] = False,
+    ) -> RecognizeResult:
+        """Retrieve the k best candidates from a memory, then rank them with the MLLM (RAR)."""
+        await wait_until_loaded(tools.clip, ctx, timeout)
+        if not tools.settings.no_ranker:
+            await wait_until_loaded(tools.mllm, ctx, timeout)
+        return await run_api(tools.recognize, memory, image, k, mode, retrieval_mode, exemplars, icl)
+
+    return mcp
+
+
+def run_server(tools: RarTools) -> None:
+    """Serve over stdio (the default) or streamable HTTP, as the settings say."""
+    server = create_server(tools)
+    s = tools.settings
+    if s.transport == "http":
+        log.info("serving MCP over streamable HTTP at http://%s:%d/mcp", s.host, s.port)
+        server.run("streamable-http", host=s.host, port=s.port)
+    else:
+        server.run("stdio")

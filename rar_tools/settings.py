@@ -1,0 +1,70 @@
+"""One typed settings object. Every field is a CLI flag (`--clip-model`) and an environment
+variable (`RAR_TOOLS_CLIP_MODEL`); flags win over the environment, which wins over defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_MEMORIES = Path(__file__).resolve().parent.parent / "memories"
+
+
+def default_data_dir() -> Path:
+    """The project's `memories/` folder in a source checkout, else the user's data folder."""
+    if PROJECT_MEMORIES.is_dir():
+        return PROJECT_MEMORIES
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "rar-tools" / "memories"
+
+
+class Settings(BaseSettings):
+    """Configuration of the encoder, the memory store, the ranker and the server."""
+
+    model_config = SettingsConfigDict(env_prefix="RAR_TOOLS_", extra="forbid")
+
+    # Memory store
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="folder of the persistent memories (Chroma data and stored exemplar images)",
+    )
+    stored_image_side: int = Field(1024, ge=64, le=8192, description="longest side of stored exemplar copies")
+
+    # CLIP encoder
+    clip_model: str = Field("ViT-B-16", description="open_clip model name, hf-hub:ORG/REPO or local-dir:PATH")
+    clip_pretrained: str | None = Field(
+        "openai", description="weights tag or file for a plain model name ('none': random init, benchmarks only)"
+    )
+    device: str = Field("auto", description="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    templates: Literal["single", "ensemble"] = Field(
+        "single", description="label-text prompts: 'a photo of a {}.' or a mean over several templates"
+    )
+    batch_size: int = Field(32, ge=1, le=1024, description="images or texts per encoder call")
+
+    # Input limits
+    max_image_bytes: int = Field(20 * 2**20, ge=1024, description="largest accepted image file or payload")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted width x height")
+
+    # Retrieval
+    label_score: Literal["max", "sum-top3"] = Field(
+        "max", description="how exemplar similarities become a label's score"
+    )
+
+    # Ranker
+    no_ranker: bool = Field(False, description="serve memory and retrieval only, load no MLLM")
+    ranker_model: str = Field("Qwen/Qwen2.5-VL-3B-Instruct", description="transformers model id or local folder")
+    ranker_url: str | None = Field(None, description="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1")
+    ranker_api_model: str | None = Field(None, description="model name to send to --ranker-url")
+    ranker_api_key: str | None = Field(None, description="bearer token for --ranker-url")
+    ranker_max_new_tokens: int = Field(64, ge=8, le=1024, description="generation budget in generate mode")
+    ranker_timeout: float = Field(120.0, gt=0, description="seconds before an endpoint call is abandoned")
+
+    # Server
+    transport: Literal["stdio", "http"] = Field("stdio", description="MCP transport")
+    host: str = Field("127.0.0.1", description="address for --transport http")
+    port: int = Field(8765, ge=1, le=65535, description="port for --transport http")
+    model_wait_timeout: float = Field(600.0, gt=0, description="seconds a tool call waits for models to load")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="stderr log level")

@@ -1,0 +1,91 @@
+"""The command line: same API, settings from flags and RAR_TOOLS_* variables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rar_tools.cli import build_parser, main, read_label_file, settings_from
+from rar_tools.errors import RarToolsError
+
+
+@pytest.fixture
+def run(tmp_path: Path, clip_model: str, capsys: pytest.CaptureFixture):
+    """Run the CLI with a fresh data dir and the tiny CLIP; returns (exit code, stdout).
+    What it wrote to stderr is kept in `invoke.err`."""
+
+    def invoke(*args: str) -> tuple[int, str]:
+        code = main([*args, "--data-dir", str(tmp_path / "data"), "--clip-model", clip_model])
+        captured = capsys.readouterr()
+        invoke.err = captured.err
+        return code, captured.out
+
+    return invoke
+
+
+def test_add_folder_then_retrieve_as_json(run, image_folder: Path) -> None:
+    code, out = run("add", "colours", "--folder", str(image_folder))
+    assert code == 0 and "red: stored 3 new exemplar image(s)" in out
+    code, out = run("retrieve", "colours", str(image_folder / "blue" / "0.png"), "--k", "4", "--json")
+    result = json.loads(out)
+    assert code == 0 and sorted(c["label"] for c in result["candidates"]) == ["blue", "green", "red", "yellow"]
+
+
+def test_add_images_with_a_label(run, image_folder: Path) -> None:
+    code, out = run(
+        "add", "m", str(image_folder / "red" / "0.png"), str(image_folder / "red" / "1.png"), "--label", "red"
+    )
+    assert code == 0 and "stored 2 new" in out
+
+
+def test_add_labels_from_a_file_with_hierarchy(run, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("# birds\nHerring Gull|gull|seabird\nBlue Jay|jay\nRobin\n")
+    code, out = run("add-labels", "zs", "--file", str(labels), "--json")
+    assert code == 0 and json.loads(out)["added"] == 3
+    code, out = run("memories", "--json")
+    assert json.loads(out)["memories"][0]["labels_total"] == 3
+
+
+def test_memories_lists_counts(run) -> None:
+    run("add-labels", "zs", "a", "b")
+    code, out = run("memories")
+    assert code == 0 and "zs: 2 entries (2 text), 2 labels" in out
+
+
+def test_remove_by_label(run) -> None:
+    run("add-labels", "zs", "a", "b")
+    code, out = run("remove", "zs", "--label", "a")
+    assert code == 0 and "removed 1 entries; 1 left" in out
+
+
+def test_errors_go_to_stderr_with_exit_code_2(run) -> None:
+    code, out = run("retrieve", "nothing-here", "/no/such.png")
+    assert code == 2 and out == ""
+    assert "memory 'nothing-here' does not exist" in run.err
+
+
+def test_label_file_rejects_malformed_lines(tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text("a|b|c|d\n")
+    with pytest.raises(RarToolsError, match="expected label\\|category\\|parent"):
+        read_label_file(path)
+
+
+def test_flags_override_environment_which_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAR_TOOLS_CLIP_MODEL", "from-env")
+    monkeypatch.setenv("RAR_TOOLS_BATCH_SIZE", "7")
+    args = build_parser().parse_args(["memories", "--clip-model", "from-flag"])
+    settings = settings_from(args)
+    assert settings.clip_model == "from-flag" and settings.batch_size == 7
+    assert settings_from(build_parser().parse_args(["memories"])).clip_model == "from-env"
+
+
+def test_every_setting_is_a_flag() -> None:
+    from rar_tools.settings import Settings
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    for name in Settings.model_fields:
+        assert "--" + name.replace("_", "-") in help_text

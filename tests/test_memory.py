@@ -1,0 +1,172 @@
+"""The memory store: names, idempotent adds, exemplar files, removal, persistence, encoder checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rar_tools.api import RarTools
+from rar_tools.encoder import EncoderIdentity
+from rar_tools.errors import EncoderMismatchError, MemoryError_
+from rar_tools.memory import MemoryStore, NewEntry, check_memory_name
+
+IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=4)
+
+
+def vector(*values: float) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def text_entry(label: str, embedding: np.ndarray) -> NewEntry:
+    return NewEntry(label=label, kind="text", sha256=label, embedding=embedding)
+
+
+@pytest.mark.parametrize("name", ["birds", "a", "cub-200_v2.1", "x" * 64])
+def test_valid_memory_names_are_accepted(name: str) -> None:
+    assert check_memory_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-birds", "birds.", "a..b", "with space", "x" * 65, "ümlaut", "a/b"])
+def test_invalid_memory_names_get_our_own_message(name: str) -> None:
+    with pytest.raises(MemoryError_, match="memory name .* is invalid"):
+        check_memory_name(name)
+
+
+def test_add_images_stores_entries_with_their_exemplar_files(tools: RarTools, image_folder: Path) -> None:
+    result = tools.add_images("birds", [str(p) for p in sorted((image_folder / "red").iterdir())], "cardinal")
+    assert (result.added, result.already_present, result.count) == (3, 0, 3)
+    for meta in tools.store.entries("birds", result.entry_ids).values():
+        assert (tools.store.data_dir / meta["image_file"]).is_file()
+        assert meta["label"] == "cardinal" and meta["kind"] == "image" and len(meta["sha256"]) == 64
+        assert meta["source"].startswith(str(image_folder)) and meta["added_at"]
+
+
+def test_re_adding_the_same_image_and_label_stores_nothing(tools: RarTools, image_folder: Path) -> None:
+    image = str(image_folder / "red" / "0.png")
+    first = tools.add_images("birds", [image], "cardinal")
+    again = tools.add_images("birds", [image, image], "cardinal")
+    assert (again.added, again.already_present, again.count) == (0, 1, 1)
+    assert again.entry_ids == first.entry_ids
+    assert "already present" in again.message
+
+
+def test_same_image_with_another_label_is_a_new_entry(tools: RarTools, image_folder: Path) -> None:
+    image = str(image_folder / "red" / "0.png")
+    tools.add_images("birds", [image], "cardinal")
+    assert tools.add_images("birds", [image], "tanager").added == 1
+
+
+def test_one_bad_image_stores_nothing(tools: RarTools, image_folder: Path) -> None:
+    good = str(image_folder / "red" / "0.png")
+    with pytest.raises(Exception, match="does not exist"):
+        tools.add_images("birds", [good, str(image_folder / "missing.png")], "cardinal")
+    assert "birds" not in tools.store.names()
+    assert not (tools.store.images_dir).exists() or not list(tools.store.images_dir.rglob("*.jpg"))
+
+
+def test_skip_unreadable_reports_what_was_skipped(tools: RarTools, image_folder: Path) -> None:
+    bad = image_folder / "red" / "broken.png"
+    bad.write_bytes(b"not an image")
+    result = tools.add_images(
+        "birds", [str(image_folder / "red" / "0.png"), str(bad)], "cardinal", skip_unreadable=True
+    )
+    assert result.added == 1 and [s.source for s in result.skipped] == [str(bad)]
+
+
+def test_label_texts_are_stored_with_hierarchy(tools: RarTools) -> None:
+    result = tools.add_labels("zs", ["Herring Gull", "Blue Jay"], hierarchy=[("gull", "seabird"), ("jay", None)])
+    metas = tools.store.entries("zs", result.entry_ids)
+    assert {m["label"]: (m.get("category"), m.get("parent")) for m in metas.values()} == {
+        "Herring Gull": ("gull", "seabird"),
+        "Blue Jay": ("jay", None),
+    }
+    assert all(m["kind"] == "text" for m in metas.values())
+
+
+@pytest.mark.parametrize(
+    "label, expected",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("x" * 201, "limit is 200"),
+        ("bad\x00label", "control characters"),
+    ],
+)
+def test_bad_labels_are_refused(tools: RarTools, label: str, expected: str) -> None:
+    with pytest.raises(MemoryError_, match=expected):
+        tools.add_labels("zs", [label])
+
+
+def test_label_whitespace_is_normalised(tools: RarTools) -> None:
+    result = tools.add_labels("zs", ["  Blue \t Jay "])
+    assert [m["label"] for m in tools.store.entries("zs", result.entry_ids).values()] == ["Blue Jay"]
+
+
+def test_removal_by_label_deletes_unused_exemplar_files(tools: RarTools, image_folder: Path) -> None:
+    red, blue = str(image_folder / "red" / "0.png"), str(image_folder / "blue" / "0.png")
+    tools.add_images("birds", [red, blue], "cardinal")
+    kept = tools.add_images("other", [red], "red bird")
+    files = sorted(tools.store.images_dir.rglob("*.jpg"))
+    assert len(files) == 2
+    result = tools.remove("birds", label="cardinal")
+    assert (result.removed, result.count) == (2, 0)
+    # the red copy is still used by the other memory; the blue one is gone
+    left = sorted(tools.store.images_dir.rglob("*.jpg"))
+    meta = next(iter(tools.store.entries("other", kept.entry_ids).values()))
+    assert left == [tools.store.data_dir / meta["image_file"]]
+
+
+def test_removal_by_entry_id(tools: RarTools, image_folder: Path) -> None:
+    added = tools.add_images("birds", [str(p) for p in (image_folder / "green").iterdir()], "parrot")
+    result = tools.remove("birds", entry_ids=added.entry_ids[:2])
+    assert (result.removed, result.count) == (2, 1)
+
+
+def test_removal_needs_a_target(tools: RarTools) -> None:
+    tools.add_labels("zs", ["a"])
+    with pytest.raises(MemoryError_, match="say what to remove"):
+        tools.remove("zs")
+
+
+def test_unknown_memory_is_named_in_the_error(tools: RarTools) -> None:
+    tools.add_labels("zs", ["a"])
+    with pytest.raises(MemoryError_, match="memory 'nope' does not exist \\(memories: zs\\)"):
+        tools.remove("nope", label="a")
+
+
+def test_entries_persist_across_store_instances(tmp_path: Path) -> None:
+    MemoryStore(tmp_path).add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
+    reopened = MemoryStore(tmp_path)
+    assert reopened.names() == ["m"] and reopened.count("m") == 1
+
+
+def test_a_different_encoder_is_refused(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
+    other = EncoderIdentity(model="other", pretrained="none", dim=4)
+    with pytest.raises(EncoderMismatchError, match="was filled by CLIP test"):
+        store.add("m", other, [text_entry("b", vector(0, 1, 0, 0))])
+    with pytest.raises(EncoderMismatchError):
+        store.query("m", other, vector(1, 0, 0, 0), "text", 5)
+
+
+def test_large_adds_go_in_chunks_within_the_batch_limit(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    store.max_batch = 7
+    rng = np.random.default_rng(0)
+    entries = [text_entry(f"label {i}", rng.normal(size=4).astype(np.float32)) for i in range(30)]
+    outcome = store.add("m", IDENTITY, entries)
+    assert len(outcome.added) == 30 and store.count("m") == 30
+
+
+def test_summary_counts_labels_and_kinds(tools: RarTools, image_folder: Path) -> None:
+    tools.add_images("mix", [str(p) for p in (image_folder / "red").iterdir()], "cardinal")
+    tools.add_labels("mix", ["cardinal", "jay"])
+    listing = tools.list_memories(max_labels=1)
+    info = listing.memories[0]
+    assert (info.name, info.count, info.kinds) == ("mix", 5, {"image": 3, "text": 2})
+    assert info.labels == {"cardinal": 4} and info.labels_total == 2 and info.labels_truncated
+    assert info.encoder is not None and info.encoder.dim == 32

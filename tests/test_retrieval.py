@@ -1,0 +1,137 @@
+"""Retrieval returns k distinct labels, best first, and is honest when the memory holds fewer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rar_tools.api import RarTools
+from rar_tools.encoder import EncoderIdentity
+from rar_tools.errors import MemoryError_
+from rar_tools.memory import MemoryStore, NewEntry
+from rar_tools.retrieval import retrieve_labels
+
+IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=8)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def image_entries(label: str, centre: np.ndarray, n: int, rng: np.random.Generator) -> list[NewEntry]:
+    return [
+        NewEntry(
+            label=label,
+            kind="image",
+            sha256=f"{label}-{i}",
+            embedding=unit(centre + 0.05 * rng.normal(size=centre.size)),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def crowded_store(tmp_path: Path) -> tuple[MemoryStore, np.ndarray]:
+    """100 exemplars of one label right at the query, and one exemplar of each of 9 others."""
+    rng = np.random.default_rng(0)
+    query = unit(np.eye(8)[0])
+    store = MemoryStore(tmp_path)
+    entries = image_entries("crowd", query, 100, rng)
+    for i in range(9):
+        entries += image_entries(f"other {i}", unit(query + (0.5 + 0.1 * i) * np.eye(8)[1 + i % 7]), 1, rng)
+    store.add("m", IDENTITY, entries)
+    return store, query
+
+
+def test_k_distinct_labels_even_when_one_label_floods_the_neighbours(crowded_store) -> None:
+    store, query = crowded_store
+    result = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
+    labels = [c.label for c in result.candidates]
+    assert len(labels) == 5 == len(set(labels))
+    assert labels[0] == "crowd"
+    assert result.candidates[0].support > 5  # many exemplars support the first label
+    assert result.note is None
+
+
+def test_candidates_are_ordered_by_score(crowded_store) -> None:
+    store, query = crowded_store
+    scores = [c.score for c in retrieve_labels(store, "m", IDENTITY, query, k=8, mode="image").candidates]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_probabilities_over_returned_candidates_sum_to_one(crowded_store) -> None:
+    store, query = crowded_store
+    result = retrieve_labels(store, "m", IDENTITY, query, k=4, mode="image")
+    assert sum(c.probability for c in result.candidates) == pytest.approx(1.0)
+
+
+def test_fewer_labels_than_k_gives_all_of_them_and_a_note(crowded_store) -> None:
+    store, query = crowded_store
+    result = retrieve_labels(store, "m", IDENTITY, query, k=20, mode="image")
+    assert len(result.candidates) == 10
+    assert "holds only 10 distinct label(s)" in result.note
+
+
+def test_mode_without_matching_entries_returns_nothing_and_says_why(crowded_store) -> None:
+    store, query = crowded_store
+    result = retrieve_labels(store, "m", IDENTITY, query, k=3, mode="text")
+    assert result.candidates == [] and "holds no label texts" in result.note
+
+
+def test_sum_of_top_three_rewards_well_supported_labels(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    query = unit(np.eye(8)[0])
+    near_single = unit(query + 0.3 * np.eye(8)[1])
+    store.add(
+        "m",
+        IDENTITY,
+        [NewEntry("single", "image", "s", near_single)]
+        + image_entries("triple", unit(query + 0.45 * np.eye(8)[2]), 3, np.random.default_rng(1)),
+    )
+    best = retrieve_labels(store, "m", IDENTITY, query, k=2, mode="image", how="max").candidates
+    summed = retrieve_labels(store, "m", IDENTITY, query, k=2, mode="image", how="sum-top3").candidates
+    assert best[0].label == "single" and summed[0].label == "triple"
+
+
+def test_auto_mode_fuses_images_and_texts(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    query = unit(np.eye(8)[0])
+    store.add(
+        "m",
+        IDENTITY,
+        image_entries("seen", query, 2, np.random.default_rng(0))
+        + [NewEntry("named", "text", "t", unit(query + 0.2 * np.eye(8)[3]))],
+    )
+    result = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="auto")
+    assert result.kinds == ["image", "text"]
+    by_label = {c.label: c for c in result.candidates}
+    assert by_label["seen"].image_similarity is not None and by_label["seen"].text_similarity is None
+    assert by_label["named"].text_similarity is not None
+    assert sum(c.probability for c in result.candidates) == pytest.approx(1.0)
+
+
+def test_retrieve_an_image_end_to_end(tools: RarTools, image_folder: Path) -> None:
+    for colour in ("red", "green", "blue"):
+        tools.add_images("colours", [str(p) for p in sorted((image_folder / colour).iterdir())[:2]], colour)
+    result = tools.retrieve("colours", str(image_folder / "red" / "2.png"), k=3)
+    assert sorted(c.label for c in result.candidates) == ["blue", "green", "red"]
+    assert result.kinds_searched == ["image"] and set(result.timings) == {"load_s", "encode_s", "search_s"}
+    assert all(len(c.entry_ids) == c.support == 2 for c in result.candidates)
+
+
+def test_query_of_a_stored_image_finds_it_first(tools: RarTools, image_folder: Path) -> None:
+    images = {c: str(image_folder / c / "0.png") for c in ("red", "green", "blue", "yellow")}
+    for colour, path in images.items():
+        tools.add_images("colours", [path], colour)
+    result = tools.retrieve("colours", images["blue"], k=2, mode="image")
+    assert result.candidates[0].label == "blue"
+    assert result.candidates[0].image_similarity == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("k", [0, 51])
+def test_k_out_of_range_is_refused(tools: RarTools, image_folder: Path, k: int) -> None:
+    tools.add_labels("zs", ["a"])
+    with pytest.raises(MemoryError_, match="k must be an integer from 1 to 50"):
+        tools.retrieve("zs", str(image_folder / "red" / "0.png"), k=k)

@@ -1,0 +1,34 @@
+"""The tiny-checkpoint writer produces real on-disk formats that load through the normal paths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from rar_tools.encoder import create_encoder
+from rar_tools.testing.tiny_models import write_tiny_clip
+
+
+def test_tiny_clip_is_an_open_clip_local_dir(tmp_path: Path) -> None:
+    folder = write_tiny_clip(tmp_path / "clip")
+    assert (folder / "open_clip_config.json").is_file()
+    assert (folder / "open_clip_model.safetensors").is_file()
+    encoder = create_encoder(f"local-dir:{folder}")
+    assert encoder.identity.dim == 32
+
+
+def test_tiny_clip_weights_are_deterministic(tmp_path: Path) -> None:
+    a = write_tiny_clip(tmp_path / "a") / "open_clip_model.safetensors"
+    b = write_tiny_clip(tmp_path / "b") / "open_clip_model.safetensors"
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_command_writes_every_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    subprocess.run(
+        [sys.executable, "-m", "rar_tools.testing.tiny_models", str(out)], check=True, capture_output=True, timeout=300
+    )
+    assert (out / "clip" / "open_clip_config.json").is_file()
+    assert (out / "mllm" / "config.json").is_file()
+    assert (out / "llava" / "config.json").is_file()
