@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Literal
@@ -19,7 +20,7 @@ from typing import Literal
 from PIL import Image
 
 from rar_tools.encoder import ClipEncoder, EncoderIdentity, create_encoder
-from rar_tools.errors import ImageInputError, MemoryError_, RankerError
+from rar_tools.errors import ImageInputError, MemoryStoreError, RankerError, RarToolsError
 from rar_tools.images import ImageLimits, LoadedImage, load_image, store_image
 from rar_tools.lazy import BackgroundModel
 from rar_tools.memory import MemoryStore, NewEntry, check_memory_name, entry_id
@@ -48,19 +49,17 @@ MAX_IDS_REPORTED = 1000
 MAX_EXEMPLARS_SHOWN = 8
 
 
-def check_label(label: str, what: str = "label") -> str:
+def check_label(label: str, what: str = "label", error: type[RarToolsError] = MemoryStoreError) -> str:
     """A label: 1-200 printable characters, surrounding and repeated whitespace collapsed."""
     if not isinstance(label, str):
-        raise MemoryError_(f"{what} must be a string")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in label.replace("\t", " ").replace("\n", " ")) or any(
-        0x80 <= ord(ch) < 0xA0 for ch in label
-    ):
-        raise MemoryError_(f"{what} {label[:60]!r} contains control characters")
+        raise error(f"{what} must be a string")
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in label):
+        raise error(f"{what} {label[:60]!r} contains control characters")
     cleaned = " ".join(label.split())
     if not cleaned:
-        raise MemoryError_(f"{what} is empty")
+        raise error(f"{what} is empty")
     if len(cleaned) > MAX_LABEL_CHARS:
-        raise MemoryError_(f"{what} {cleaned[:40]!r}... has {len(cleaned)} characters; the limit is {MAX_LABEL_CHARS}")
+        raise error(f"{what} {cleaned[:40]!r}... has {len(cleaned)} characters; the limit is {MAX_LABEL_CHARS}")
     return cleaned
 
 
@@ -90,6 +89,7 @@ class RarTools:
                 model=s.ranker_model,
                 device=s.device,
                 max_new_tokens=s.ranker_max_new_tokens,
+                max_image_side=s.ranker_image_side,
                 url=s.ranker_url,
                 api_model=s.ranker_api_model,
                 api_key=s.ranker_api_key,
@@ -213,7 +213,7 @@ class RarTools:
         pair per label and overrides `category`/`parent`."""
         check_memory_name(memory)
         if not labels:
-            raise MemoryError_("no labels given")
+            raise MemoryStoreError("no labels given")
         cleaned = [check_label(label) for label in labels]
         levels = hierarchy or [(category, parent)] * len(cleaned)
         levels = [(optional_label(c, "category"), optional_label(p, "parent")) for c, p in levels]
@@ -269,7 +269,7 @@ class RarTools:
     def remove(self, memory: str, entry_ids: Sequence[str] | None = None, label: str | None = None) -> RemoveResult:
         """Remove entries by id and/or every entry of a label."""
         if not entry_ids and label is None:
-            raise MemoryError_("say what to remove: entry_ids, a label, or both")
+            raise MemoryStoreError("say what to remove: entry_ids, a label, or both")
         removed = self.store.remove(memory, entry_ids, label)
         return RemoveResult(memory=memory, removed=removed, count=self.store.count(memory))
 
@@ -430,7 +430,7 @@ def check_candidates(candidates: Sequence[str]) -> list[str]:
     if not isinstance(candidates, (list, tuple)) or not MIN_CANDIDATES <= len(candidates) <= MAX_CANDIDATES:
         count = len(candidates) if isinstance(candidates, (list, tuple)) else "no list of"
         raise RankerError(f"give {MIN_CANDIDATES} to {MAX_CANDIDATES} candidates to rank, got {count}")
-    names = [check_label(c, "candidate") for c in candidates]
+    names = [check_label(c, "candidate", RankerError) for c in candidates]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise RankerError(f"duplicate candidates: {duplicates[:5]}; give each label once")
@@ -439,7 +439,7 @@ def check_candidates(candidates: Sequence[str]) -> list[str]:
 
 def check_k(k: int, limit: int = 50) -> int:
     if not isinstance(k, int) or not 1 <= k <= limit:
-        raise MemoryError_(f"k must be an integer from 1 to {limit}, got {k!r}")
+        raise MemoryStoreError(f"k must be an integer from 1 to {limit}, got {k!r}")
     return k
 
 

@@ -11,11 +11,11 @@ class ImageInputError(RarToolsError):
     """An image could not be read, decoded or accepted."""
 
 
-class MemoryError_(RarToolsError):
+class MemoryStoreError(RarToolsError):
     """A memory name, entry or operation was refused."""
 
 
-class EncoderMismatchError(MemoryError_):
+class EncoderMismatchError(MemoryStoreError):
     """A memory was filled by a different CLIP encoder than the one loaded now."""
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.errors import EncoderMismatchError, MemoryError_
+from rar_tools.errors import EncoderMismatchError, MemoryStoreError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max
 def check_memory_name(name: str) -> str:
     """A memory name: 1-64 of letters, digits, '.', '_' and '-', alphanumeric at both ends."""
     if not isinstance(name, str) or not MEMORY_NAME.match(name) or ".." in name:
-        raise MemoryError_(
+        raise MemoryStoreError(
             f"memory name {name!r} is invalid: use 1-64 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit, without '..'"
         )
@@ -129,9 +129,9 @@ class MemoryStore:
         if name not in self.names():
             if not create:
                 known = ", ".join(self.names()) or "none yet"
-                raise MemoryError_(f"memory {name!r} does not exist (memories: {known})")
+                raise MemoryStoreError(f"memory {name!r} does not exist (memories: {known})")
             if identity is None:
-                raise MemoryError_("creating a memory needs the encoder identity")
+                raise MemoryStoreError("creating a memory needs the encoder identity")
             return self.client.create_collection(
                 cname,
                 embedding_function=None,

@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     ranker_url: str | None = Field(None, description="OpenAI-compatible API base, e.g. http://127.0.0.1:8000/v1")
     ranker_api_model: str | None = Field(None, description="model name to send to --ranker-url")
     ranker_api_key: str | None = Field(None, description="bearer token for --ranker-url")
-    ranker_max_new_tokens: int = Field(64, ge=8, le=1024, description="generation budget in generate mode")
+    ranker_max_new_tokens: int = Field(256, ge=8, le=1024, description="generation budget in generate mode")
+    ranker_image_side: int = Field(768, ge=64, le=4096, description="longest image side shown to the MLLM")
     ranker_timeout: float = Field(120.0, gt=0, description="seconds before an endpoint call is abandoned")
 
     # Server

@@ -9,7 +9,7 @@ import pytest
 
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.errors import EncoderMismatchError, MemoryError_
+from rar_tools.errors import EncoderMismatchError, MemoryStoreError
 from rar_tools.memory import MemoryStore, NewEntry, check_memory_name
 
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=4)
@@ -31,7 +31,7 @@ def test_valid_memory_names_are_accepted(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["", "-birds", "birds.", "a..b", "with space", "x" * 65, "ümlaut", "a/b"])
 def test_invalid_memory_names_get_our_own_message(name: str) -> None:
-    with pytest.raises(MemoryError_, match="memory name .* is invalid"):
+    with pytest.raises(MemoryStoreError, match="memory name .* is invalid"):
         check_memory_name(name)
 
 
@@ -96,7 +96,7 @@ def test_label_texts_are_stored_with_hierarchy(tools: RarTools) -> None:
     ],
 )
 def test_bad_labels_are_refused(tools: RarTools, label: str, expected: str) -> None:
-    with pytest.raises(MemoryError_, match=expected):
+    with pytest.raises(MemoryStoreError, match=expected):
         tools.add_labels("zs", [label])
 
 
@@ -127,13 +127,13 @@ def test_removal_by_entry_id(tools: RarTools, image_folder: Path) -> None:
 
 def test_removal_needs_a_target(tools: RarTools) -> None:
     tools.add_labels("zs", ["a"])
-    with pytest.raises(MemoryError_, match="say what to remove"):
+    with pytest.raises(MemoryStoreError, match="say what to remove"):
         tools.remove("zs")
 
 
 def test_unknown_memory_is_named_in_the_error(tools: RarTools) -> None:
     tools.add_labels("zs", ["a"])
-    with pytest.raises(MemoryError_, match="memory 'nope' does not exist \\(memories: zs\\)"):
+    with pytest.raises(MemoryStoreError, match="memory 'nope' does not exist \\(memories: zs\\)"):
         tools.remove("nope", label="a")
 
 

@@ -83,7 +83,7 @@ def server() -> Iterator[FakeServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
     httpd.daemon_threads = True
     fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield fake
     httpd.shutdown()
@@ -91,11 +91,21 @@ def server() -> Iterator[FakeServer]:
     thread.join(timeout=5)
 
 
+OPEN_RANKERS: list[OpenAICompatRanker] = []
+
+
+@pytest.fixture(autouse=True)
+def close_rankers() -> Iterator[None]:
+    yield
+    while OPEN_RANKERS:
+        OPEN_RANKERS.pop().close()
+
+
 def ranker(url: str, **overrides) -> OpenAICompatRanker:
-    config = RankerConfig(url=url, api_model="test-vlm", timeout_s=5.0, max_image_side=32)
-    for key, value in overrides.items():
-        config = RankerConfig(**{**config.__dict__, key: value})
-    return OpenAICompatRanker(config)
+    settings = {"url": url, "api_model": "test-vlm", "timeout_s": 5.0, "max_image_side": 32}
+    made = OpenAICompatRanker(RankerConfig(**{**settings, **overrides}))
+    OPEN_RANKERS.append(made)
+    return made
 
 
 def request(mode: str = "generate", candidates: tuple[str, ...] = CANDIDATES, **kwargs) -> RankRequest:
@@ -106,7 +116,7 @@ def request(mode: str = "generate", candidates: tuple[str, ...] = CANDIDATES, **
 def decode_data_url(url: str) -> Image.Image:
     prefix = "data:image/jpeg;base64,"
     assert url.startswith(prefix)
-    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix):])))
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
 
 
 def step(token: str, logprob: float, alternatives: dict[str, float]) -> dict:
@@ -208,6 +218,41 @@ def test_score_mode_ranks_by_first_item_logprobs(server: FakeServer):
     for item in result.ranked:
         assert math.isclose(item.score, math.exp(expected[item.label]) / norm, rel_tol=1e-9)
     assert result.mode == "score" and result.fallback == "none"
+
+
+def test_score_mode_charges_a_prefix_name_for_ending_early(server: FakeServer):
+    logprobs = {
+        "content": [
+            step("['", -0.01, {}),
+            step("Blue", -0.2, {"Blue": -0.2}),
+            step(" Jay", -0.1, {" Jay": -0.1, "',": -2.4}),
+            step("']", -0.01, {}),
+        ]
+    }
+    server.reply_json(completion("['Blue Jay']", logprobs))
+    result = ranker(server.url).rank(request("score", candidates=("Blue", "Blue Jay")))
+    scores = {r.label: r.score for r in result.ranked}
+    assert result.best == "Blue Jay"
+    assert math.isclose(scores["Blue"] / scores["Blue Jay"], math.exp(-2.6 - -0.3), rel_tol=1e-9)
+
+
+def test_score_mode_reads_the_legacy_logprobs_shape(server: FakeServer):
+    legacy = {
+        "tokens": ["[", "Card", "inal"],
+        "token_logprobs": [-0.01, -0.4, -0.01],
+        "top_logprobs": [{"[": -0.01}, {"Card": -0.4, "Blue": -1.2}, {"inal": -0.01}],
+    }
+    server.reply_json(completion("[Cardinal", legacy))
+    result = ranker(server.url).rank(request("score", candidates=("Blue Jay", "Cardinal")))
+    assert [r.label for r in result.ranked] == ["Cardinal", "Blue Jay"]
+
+
+def test_score_mode_with_empty_generation_keeps_retrieval_order(server: FakeServer):
+    server.reply_json(completion("", {"content": []}))
+    result = ranker(server.url).rank(request("score"))
+    assert [r.label for r in result.ranked] == list(CANDIDATES)
+    assert result.fallback == "full"
+    assert all(math.isclose(r.score, 0.25) for r in result.ranked)
 
 
 def test_score_mode_requests_logprobs(server: FakeServer):
@@ -313,4 +358,6 @@ def test_non_http_url_is_refused():
 
 
 def test_create_ranker_picks_the_endpoint_backend_for_a_url(server: FakeServer):
-    assert isinstance(create_ranker(RankerConfig(url=server.url)), OpenAICompatRanker)
+    made = create_ranker(RankerConfig(url=server.url))
+    assert isinstance(made, OpenAICompatRanker)
+    made.close()

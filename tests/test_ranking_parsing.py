@@ -41,8 +41,7 @@ CASES = [
         id="partial-list-rest-in-retrieval-order",
     ),
     pytest.param(
-        "Here is my ranking:\n1. American Robin\n2. Northern Cardinal\n3. Blue Jay\n"
-        "4. Anna's Hummingbird",
+        "Here is my ranking:\n1. American Robin\n2. Northern Cardinal\n3. Blue Jay\n4. Anna's Hummingbird",
         BIRDS,
         ["American Robin", "Northern Cardinal", "Blue Jay", "Anna's Hummingbird"],
         "none",
@@ -109,9 +108,7 @@ CASES = [
     pytest.param("", BIRDS, list(BIRDS), "full", id="empty-output"),
     pytest.param("   \n\n  ", BIRDS, list(BIRDS), "full", id="whitespace-output"),
     pytest.param("!!@@##[[]]}}{{", BIRDS, list(BIRDS), "full", id="garbage"),
-    pytest.param(
-        "I cannot identify the bird in this picture.", BIRDS, list(BIRDS), "full", id="prose-no-name"
-    ),
+    pytest.param("I cannot identify the bird in this picture.", BIRDS, list(BIRDS), "full", id="prose-no-name"),
     pytest.param(
         '["Northern Cardinal", "Blue Jay", "American Robin", "Anna\'s Hummingbird"]',
         BIRDS,

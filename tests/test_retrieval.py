@@ -9,7 +9,7 @@ import pytest
 
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.errors import MemoryError_
+from rar_tools.errors import MemoryStoreError
 from rar_tools.memory import MemoryStore, NewEntry
 from rar_tools.retrieval import retrieve_labels
 
@@ -133,5 +133,5 @@ def test_query_of_a_stored_image_finds_it_first(tools: RarTools, image_folder: P
 @pytest.mark.parametrize("k", [0, 51])
 def test_k_out_of_range_is_refused(tools: RarTools, image_folder: Path, k: int) -> None:
     tools.add_labels("zs", ["a"])
-    with pytest.raises(MemoryError_, match="k must be an integer from 1 to 50"):
+    with pytest.raises(MemoryStoreError, match="k must be an integer from 1 to 50"):
         tools.retrieve("zs", str(image_folder / "red" / "0.png"), k=k)

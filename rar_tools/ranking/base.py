@@ -64,7 +64,7 @@ class RankerConfig:
 
     model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
     device: str = "auto"
-    max_new_tokens: int = 64
+    max_new_tokens: int = 256
     max_image_side: int = 768
     url: str | None = None
     api_model: str | None = None

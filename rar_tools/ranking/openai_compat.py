@@ -21,11 +21,13 @@ Modes:
   greedy path: each candidate gets the log-probability of the tokens that spell the start of its
   name as the first list item. The candidate is followed along the greedy tokens for as long as it
   agrees with them; at the first token where it departs, the listed alternatives that continue
-  its name are summed. A candidate whose continuation is not among the 20 listed alternatives gets
-  the unlisted probability mass, capped at the smallest listed one (an upper bound), and counts as
-  "no evidence". Candidates sharing a first token that the greedy path did not follow cannot be
-  told apart (they tie, and ties keep retrieval order). The scores are softmax-normalised over the
-  candidates. An endpoint that returns no logprobs raises `RankerError` (use mode="generate").
+  its name are summed. A candidate that is a prefix of the greedy name ("Blue" under "Blue Jay")
+  also pays the listed probability of the item ending there. A candidate whose continuation is
+  not among the 20 listed alternatives gets the unlisted probability mass, capped at the smallest
+  listed one (an upper bound), and counts as "no evidence" (fallback "partial", or "full" when no
+  candidate has any). Candidates sharing a first token that the greedy path did not follow cannot
+  be told apart (they tie, and ties keep retrieval order). The scores are softmax-normalised over
+  the candidates. An endpoint that returns no logprobs raises `RankerError` (use mode="generate").
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ MAX_EXEMPLAR_IMAGES = 8
 MAX_ERROR_CHARS = 300
 JPEG_QUALITY = 90
 SYNTAX_CHARS = " \t\r\n['\"`(*"
+ITEM_END = "'\"`,;]\n"
 
 
 # --- URL and request building ----------------------------------------------------------------
@@ -215,12 +218,12 @@ def name_start(text: str) -> int | None:
         search_from = newline + 1 if newline >= 0 else len(text)
     for index in range(search_from, len(text)):
         if text[index].isalnum():
-            numbering = re_numbering(text, index)
+            numbering = after_numbering(text, index)
             return numbering if numbering is not None else index
     return None
 
 
-def re_numbering(text: str, index: int) -> int | None:
+def after_numbering(text: str, index: int) -> int | None:
     """After a `1. ` or `2) ` list number starting at `index`, where the name begins; else None."""
     end = index
     while end < len(text) and text[end].isdigit():
@@ -249,7 +252,20 @@ def continues(core: str, rest: str) -> bool:
         return False
     if rest.startswith(core):
         return True
-    return core.startswith(rest) and not core[len(rest)].isalnum()
+    return core.startswith(rest) and core[len(rest)] in ITEM_END
+
+
+def closes_item(token: str) -> bool:
+    """Whether a token ends the current list item (a quote, comma or bracket)."""
+    return bool(token) and token[0] in ITEM_END
+
+
+def ending_logprob(steps: list[Step], index: int) -> float:
+    """Log-probability that the list item ends at step `index` (0 when the greedy path ends it)."""
+    if index >= len(steps) or closes_item(steps[index].token):
+        return 0.0
+    ends = [lp for tok, lp in steps[index].alternatives if closes_item(tok)]
+    return logsumexp(ends) if ends else unlisted_logprob(steps[index])
 
 
 def unlisted_logprob(step: Step) -> float:
@@ -268,9 +284,11 @@ def candidate_logprob(name: str, steps: list[Step], skip: int) -> tuple[float, b
         core = (step.token[skip:] if index == 0 else step.token).casefold()
         if core and continues(core, rest):
             total += step.logprob
-            rest = rest[len(core):] if rest.startswith(core) else ""
+            if not rest.startswith(core):
+                return total, True  # this token also closes the item
+            rest = rest[len(core):]
             if not rest:
-                return total, True
+                return total + ending_logprob(steps, index + 1), True
             continue
         alts = [lp for tok, lp in step.alternatives
                 if continues(alt_core(tok, first=index == 0).casefold(), rest)]
