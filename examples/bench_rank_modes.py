@@ -34,8 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--ks", type=int, nargs="+", default=[5, 20], help="candidate counts")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per mode and k")
-    parser.add_argument("--max-new-tokens", type=int, default=0,
-                        help="generate-mode budget (0: 8 per candidate, at least 64)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=0, help="generate-mode budget (0: 8 per candidate, at least 64)"
+    )
     parser.add_argument("--image-side", type=int, default=448, help="side of the test image")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args(argv)
@@ -68,10 +69,16 @@ def bench(model: str, args: argparse.Namespace) -> dict:
         ranker.config = replace(ranker.config, max_new_tokens=budget)
         request = RankRequest(image=image, candidates=tuple(NAMES[:k]))
         score_s = median_seconds(ranker, request, args.repeats)
-        generate_s = median_seconds(ranker, RankRequest(image, request.candidates, mode="generate"),
-                                    args.repeats)
-        rows.append({"k": k, "score_s": score_s, "generate_s": generate_s,
-                     "ratio": generate_s / score_s, "max_new_tokens": budget})
+        generate_s = median_seconds(ranker, RankRequest(image, request.candidates, mode="generate"), args.repeats)
+        rows.append(
+            {
+                "k": k,
+                "score_s": score_s,
+                "generate_s": generate_s,
+                "ratio": generate_s / score_s,
+                "max_new_tokens": budget,
+            }
+        )
     return {"model": model, "device": ranker.device, "repeats": args.repeats, "rows": rows}
 
 
@@ -79,8 +86,10 @@ def print_table(result: dict) -> None:
     print(f"model {result['model']}  device {result['device']}  median of {result['repeats']}")
     print(f"{'k':>4} {'score (s)':>10} {'generate (s)':>13} {'gen/score':>10} {'max_new_tokens':>15}")
     for row in result["rows"]:
-        print(f"{row['k']:>4} {row['score_s']:>10.4f} {row['generate_s']:>13.4f} "
-              f"{row['ratio']:>10.1f} {row['max_new_tokens']:>15}")
+        print(
+            f"{row['k']:>4} {row['score_s']:>10.4f} {row['generate_s']:>13.4f} "
+            f"{row['ratio']:>10.1f} {row['max_new_tokens']:>15}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

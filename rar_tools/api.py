@@ -15,15 +15,16 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Literal
 
 from PIL import Image
 
 from rar_tools.encoder import ClipEncoder, EncoderIdentity, create_encoder
 from rar_tools.errors import ImageInputError, MemoryStoreError, RankerError, RarToolsError
-from rar_tools.images import ImageLimits, LoadedImage, load_image, store_image
+from rar_tools.images import ImageLimits, LoadedImage, load_image, store_image, thumbnail_jpeg
 from rar_tools.lazy import BackgroundModel
-from rar_tools.memory import MemoryStore, NewEntry, check_memory_name, entry_id
+from rar_tools.memory import MemoryStore, NewEntry, check_memory_name, entry_id, open_http_client
 from rar_tools.ranking import Ranker, RankerConfig, RankMode, RankRequest, create_ranker
 from rar_tools.ranking.prompts import MAX_CANDIDATES, MIN_CANDIDATES
 from rar_tools.retrieval import RetrievalMode, retrieve_labels
@@ -109,7 +110,9 @@ class RarTools:
     @property
     def store(self) -> MemoryStore:
         if self._store is None:
-            self._store = MemoryStore(self.settings.data_dir)
+            s = self.settings
+            client = open_http_client(s.chroma_url, s.chroma_database) if s.chroma_url else None
+            self._store = MemoryStore(s.data_dir, client)
         return self._store
 
     @property
@@ -275,22 +278,22 @@ class RarTools:
 
     def list_memories(self, max_labels: int = 100) -> MemoryList:
         """Every memory with its counts per kind and per label, and its encoder."""
-        infos = []
-        for name in self.store.names():
-            summary = self.store.summary(name)
-            labels = dict(list(summary.label_counts.items())[:max_labels])
-            infos.append(
-                MemoryInfo(
-                    name=name,
-                    count=summary.count,
-                    kinds=summary.kind_counts,
-                    labels_total=len(summary.label_counts),
-                    labels=labels,
-                    labels_truncated=len(labels) < len(summary.label_counts),
-                    encoder=EncoderInfo(**asdict(summary.encoder)) if summary.encoder else None,
-                )
-            )
+        infos = [self.describe_memory(name, max_labels) for name in self.store.names()]
         return MemoryList(data_dir=str(self.store.data_dir), memories=infos)
+
+    def describe_memory(self, memory: str, max_labels: int = 100_000) -> MemoryInfo:
+        """One memory's counts per kind and per label (most first), and its encoder."""
+        summary = self.store.summary(check_memory_name(memory))
+        labels = dict(list(summary.label_counts.items())[:max_labels])
+        return MemoryInfo(
+            name=memory,
+            count=summary.count,
+            kinds=summary.kind_counts,
+            labels_total=len(summary.label_counts),
+            labels=labels,
+            labels_truncated=len(labels) < len(summary.label_counts),
+            encoder=EncoderInfo(**asdict(summary.encoder)) if summary.encoder else None,
+        )
 
     # -- retrieval ---------------------------------------------------------------------------
     def retrieve(self, memory: str, image: str, k: int = 5, mode: RetrievalMode = "auto") -> RetrieveResult:
@@ -324,6 +327,33 @@ class RarTools:
             candidates=[Candidate(**{**asdict(c), "entry_ids": c.entry_ids[:10]}) for c in result.candidates],
             timings=timings,
         ), timings
+
+    def exemplar_thumbnails(
+        self, memory: str, candidates: Sequence[Candidate], max_side: int = 128, max_total_bytes: int = 400_000
+    ) -> list[tuple[str, str, bytes]]:
+        """(label, entry id, JPEG bytes) of each candidate's best stored exemplar, small and capped in total."""
+        thumbs: list[tuple[str, str, bytes]] = []
+        total = 0
+        for candidate in candidates:
+            found = self.store.entries(memory, candidate.entry_ids)
+            best = next((i for i in candidate.entry_ids if found.get(i, {}).get("image_file")), None)
+            if best is None:
+                continue
+            data = thumbnail_jpeg(self.store.data_dir / found[best]["image_file"], max_side)
+            if total + len(data) > max_total_bytes:
+                break
+            thumbs.append((candidate.label, best, data))
+            total += len(data)
+        return thumbs
+
+    def exemplar_file(self, memory: str, entry: str) -> Path:
+        """The stored image file of one exemplar entry."""
+        found = self.store.entries(memory, [entry])
+        if entry not in found:
+            raise MemoryStoreError(f"memory {memory!r} has no entry {entry!r}")
+        if not found[entry].get("image_file"):
+            raise MemoryStoreError(f"entry {entry!r} of memory {memory!r} is a label text, not an image")
+        return self.store.data_dir / found[entry]["image_file"]
 
     # -- ranking -----------------------------------------------------------------------------
     def rank(
@@ -395,6 +425,7 @@ class RarTools:
         retrieval_mode: RetrievalMode = "auto",
         exemplars: bool = False,
         icl: bool = False,
+        progress: ProgressFn | None = None,
     ) -> RecognizeResult:
         """Retrieve k candidates from `memory`, then rank them with the MLLM: RAR in one call."""
         check_memory_name(memory)
@@ -404,6 +435,8 @@ class RarTools:
         started = time.perf_counter()
         loaded = self.load(image)
         retrieval, _ = self._retrieve_loaded(memory, loaded, k, retrieval_mode)
+        if progress:
+            progress(1, 2)
         names = [c.label for c in retrieval.candidates]
         ranking, note = None, retrieval.note
         if len(names) >= MIN_CANDIDATES:
@@ -412,6 +445,8 @@ class RarTools:
         else:
             label = names[0] if names else None
             note = (note + "; " if note else "") + "fewer than two candidates, so nothing was ranked"
+        if progress:
+            progress(2, 2)
         return RecognizeResult(
             label=label,
             retrieval=retrieval,

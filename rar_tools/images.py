@@ -169,3 +169,13 @@ def store_image(images_dir: Path, loaded: LoadedImage, max_side: int) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def thumbnail_jpeg(path: Path, max_side: int = 128, quality: int = 80) -> bytes:
+    """A small JPEG of a stored image, for showing in a host."""
+    with Image.open(path) as image:
+        small = image.convert("RGB")
+        small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

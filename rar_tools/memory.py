@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -294,6 +295,29 @@ def open_persistent_client(path: Path) -> Any:
 
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+
+
+def open_http_client(url: str, database: str = "default_database") -> Any:
+    """A client of a Chroma server (`chroma run`) at `url`, e.g. http://127.0.0.1:8000."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise MemoryStoreError(f"Chroma URL {url!r} is not an http(s)://HOST[:PORT] address")
+    port = parsed.port or (443 if parsed.scheme == "https" else 8000)
+    try:
+        client = chromadb.HttpClient(
+            host=parsed.hostname,
+            port=port,
+            ssl=parsed.scheme == "https",
+            database=database,
+            settings=ChromaSettings(anonymized_telemetry=False),
+        )
+        client.heartbeat()
+    except Exception as exc:  # connection refused, unknown database, TLS errors...
+        raise MemoryStoreError(f"cannot reach the Chroma server at {url} (database {database!r}): {exc}") from exc
+    return client
 
 
 def stored_identity(metadata: dict[str, Any] | None) -> EncoderIdentity | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -14,14 +15,23 @@ import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import Field
+from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
 
 from rar_tools import __version__
 from rar_tools.api import RarTools
 from rar_tools.errors import RarToolsError
 from rar_tools.lazy import BackgroundModel
-from rar_tools.schemas import AddResult, MemoryList, RankOutput, RecognizeResult, RemoveResult, RetrieveResult
+from rar_tools.mcp_extras import register_prompts, register_resources
+from rar_tools.schemas import (
+    AddResult,
+    Candidate,
+    MemoryList,
+    RankOutput,
+    RecognizeResult,
+    RemoveResult,
+    RetrieveResult,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +68,10 @@ RankModeArg = Annotated[
         "generate: the MLLM writes a ranked list that is parsed (the RAR paper's way)"
     ),
 ]
+ThumbnailsArg = Annotated[
+    bool,
+    Field(description="also return a small JPEG of each candidate's best stored exemplar (total under 0.5 MB)"),
+]
 OptionalLevel = Annotated[str | None, Field(max_length=200, description="optional coarser level")]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -90,6 +104,17 @@ def thread_progress(ctx: Context, what: str) -> Callable[[int, int], None]:
         anyio.from_thread.run(functools.partial(ctx.report_progress, done, total, f"{what}: {done}/{total}"))
 
     return report
+
+
+async def with_thumbnails(
+    tools: RarTools, result: BaseModel, memory: str, candidates: Sequence[Candidate]
+) -> CallToolResult:
+    """The result as structured content and JSON text, followed by exemplar thumbnails if asked."""
+    content: list[TextContent | ImageContent] = [TextContent(type="text", text=result.model_dump_json())]
+    for label, entry, data in await run_api(tools.exemplar_thumbnails, memory, candidates):
+        content.append(TextContent(type="text", text=f"best stored exemplar of {label!r} (entry {entry}):"))
+        content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type="image/jpeg"))
+    return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
 
 def create_server(tools: RarTools) -> MCPServer:
@@ -153,10 +178,12 @@ def create_server(tools: RarTools) -> MCPServer:
                 "(zero-shot); auto: whatever the memory holds, fused"
             ),
         ] = "auto",
-    ) -> RetrieveResult:
+        thumbnails: ThumbnailsArg = False,
+    ) -> Annotated[CallToolResult, RetrieveResult]:
         """The k most similar distinct labels for an image, with scores and supporting entries."""
         await wait_until_loaded(tools.clip, ctx, timeout)
-        return await run_api(tools.retrieve, memory, image, k, mode)
+        result = await run_api(tools.retrieve, memory, image, k, mode)
+        return await with_thumbnails(tools, result, memory, result.candidates if thumbnails else [])
 
     @mcp.tool(annotations=READ_ONLY)
     async def list_memories(
@@ -195,7 +222,10 @@ def create_server(tools: RarTools) -> MCPServer:
             await wait_until_loaded(tools.mllm, ctx, timeout)
         if exemplars:
             await wait_until_loaded(tools.clip, ctx, timeout)
-        return await run_api(tools.rank, image, candidates, mode, memory, exemplars, icl)
+        await ctx.report_progress(0, 1, "ranking")
+        result = await run_api(tools.rank, image, candidates, mode, memory, exemplars, icl)
+        await ctx.report_progress(1, 1, "ranked")
+        return result
 
     @mcp.tool(annotations=READ_ONLY)
     async def recognize(
@@ -209,13 +239,27 @@ def create_server(tools: RarTools) -> MCPServer:
         ] = "auto",
         exemplars: Annotated[bool, Field(description="show stored exemplar images to the MLLM")] = False,
         icl: Annotated[bool, Field(description="add a worked example of the answer format (generate mode)")] = False,
-    ) -> RecognizeResult:
+        thumbnails: ThumbnailsArg = False,
+    ) -> Annotated[CallToolResult, RecognizeResult]:
         """Retrieve the k best candidates from a memory, then rank them with the MLLM (RAR)."""
         await wait_until_loaded(tools.clip, ctx, timeout)
         if not tools.settings.no_ranker:
             await wait_until_loaded(tools.mllm, ctx, timeout)
-        return await run_api(tools.recognize, memory, image, k, mode, retrieval_mode, exemplars, icl)
+        result = await run_api(
+            tools.recognize,
+            memory,
+            image,
+            k,
+            mode,
+            retrieval_mode,
+            exemplars,
+            icl,
+            progress=thread_progress(ctx, "recognising"),
+        )
+        return await with_thumbnails(tools, result, memory, result.retrieval.candidates if thumbnails else [])
 
+    register_resources(mcp, tools)
+    register_prompts(mcp)
     return mcp
 
 
@@ -225,6 +269,6 @@ def run_server(tools: RarTools) -> None:
     s = tools.settings
     if s.transport == "http":
         log.info("serving MCP over streamable HTTP at http://%s:%d/mcp", s.host, s.port)
-        server.run("streamable-http", host=s.host, port=s.port)
+        server.run("streamable-http", host=s.host, port=s.port, max_request_body_size=s.http_max_request_bytes)
     else:
         server.run("stdio")

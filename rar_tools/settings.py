@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         default_factory=default_data_dir,
         description="folder of the persistent memories (Chroma data and stored exemplar images)",
     )
+    chroma_url: str | None = Field(
+        None, description="use a Chroma server (chroma run) at this http(s) URL instead of the embedded store"
+    )
+    chroma_database: str = Field("default_database", description="database on the Chroma server")
     stored_image_side: int = Field(1024, ge=64, le=8192, description="longest side of stored exemplar copies")
 
     # CLIP encoder
@@ -67,5 +71,8 @@ class Settings(BaseSettings):
     transport: Literal["stdio", "http"] = Field("stdio", description="MCP transport")
     host: str = Field("127.0.0.1", description="address for --transport http")
     port: int = Field(8765, ge=1, le=65535, description="port for --transport http")
+    http_max_request_bytes: int = Field(
+        32 * 2**20, ge=2**20, description="largest HTTP request body accepted with --transport http"
+    )
     model_wait_timeout: float = Field(600.0, gt=0, description="seconds a tool call waits for models to load")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="stderr log level")

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +17,7 @@ import pytest
 from PIL import Image
 
 from rar_tools.api import RarTools
+from rar_tools.memory import MemoryStore, open_http_client
 from rar_tools.settings import Settings
 from rar_tools.testing.tiny_models import write_tiny_clip, write_tiny_models
 
@@ -53,10 +61,104 @@ def image_folder(tmp_path: Path) -> Path:
     return root
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Chroma server (`chroma run`, from the chromadb package) on 127.0.0.1; yields its URL."""
+    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+    if chroma is None:
+        pytest.skip("the `chroma` command of the chromadb package is not installed")
+    port = free_port()
+    log = tmp_path_factory.mktemp("chroma-server") / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [chroma, "run", "--path", str(log.parent / "db"), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_heartbeat(url, process, deadline=time.monotonic() + 60)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for_heartbeat(url: str, process: subprocess.Popen, deadline: float) -> None:
+    import httpx
+
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"chroma run exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the Chroma server at {url} did not answer within 60 s")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules that set MEMORY_BACKENDS run their store-using tests once per backend."""
+    backends = getattr(metafunc.module, "MEMORY_BACKENDS", None)
+    if backends and "memory_backend" in metafunc.fixturenames:
+        metafunc.parametrize("memory_backend", backends, indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path, clip_model: str) -> Settings:
-    """Settings with a fresh data dir and the tiny CLIP; no ranker."""
-    return Settings(data_dir=tmp_path / "data", clip_model=clip_model, no_ranker=True)
+def memory_backend(request: pytest.FixtureRequest) -> str:
+    """Which store the memory tests run on: 'embedded' unless a test module parametrizes it."""
+    return getattr(request, "param", "embedded")
+
+
+@pytest.fixture
+def chroma_database(memory_backend: str, request: pytest.FixtureRequest) -> tuple[str | None, str]:
+    """(server URL or None, database): a fresh database on the server for each test."""
+    if memory_backend == "embedded":
+        return None, "default_database"
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    url = request.getfixturevalue("chroma_server")
+    host, port = url.removeprefix("http://").split(":")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = chromadb.AdminClient(
+        ChromaSettings(
+            chroma_api_impl="chromadb.api.fastapi.FastAPI",
+            chroma_server_host=host,
+            chroma_server_http_port=int(port),
+            anonymized_telemetry=False,
+        )
+    )
+    admin.create_database(name)
+    return url, name
+
+
+@pytest.fixture
+def make_store(chroma_database: tuple[str | None, str]) -> Callable[[Path], MemoryStore]:
+    """Open a MemoryStore on `data_dir` with the backend under test (embedded or Chroma server)."""
+    url, database = chroma_database
+
+    def make(data_dir: Path) -> MemoryStore:
+        return MemoryStore(data_dir, open_http_client(url, database) if url else None)
+
+    return make
+
+
+@pytest.fixture
+def settings(tmp_path: Path, clip_model: str, chroma_database: tuple[str | None, str]) -> Settings:
+    """Settings with a fresh data dir and the tiny CLIP; no ranker; the memory backend under test."""
+    url, database = chroma_database
+    return Settings(
+        data_dir=tmp_path / "data", clip_model=clip_model, no_ranker=True, chroma_url=url, chroma_database=database
+    )
 
 
 @pytest.fixture

@@ -10,9 +10,13 @@ import pytest
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.errors import EncoderMismatchError, MemoryStoreError
-from rar_tools.memory import MemoryStore, NewEntry, check_memory_name
+from rar_tools.memory import NewEntry, check_memory_name
 
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=4)
+
+
+# Every test here that touches a store runs on the embedded store and on a real Chroma server.
+MEMORY_BACKENDS = ["embedded", "chroma-server"]
 
 
 def vector(*values: float) -> np.ndarray:
@@ -137,14 +141,14 @@ def test_unknown_memory_is_named_in_the_error(tools: RarTools) -> None:
         tools.remove("nope", label="a")
 
 
-def test_entries_persist_across_store_instances(tmp_path: Path) -> None:
-    MemoryStore(tmp_path).add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
-    reopened = MemoryStore(tmp_path)
+def test_entries_persist_across_store_instances(tmp_path: Path, make_store) -> None:
+    make_store(tmp_path).add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
+    reopened = make_store(tmp_path)
     assert reopened.names() == ["m"] and reopened.count("m") == 1
 
 
-def test_a_different_encoder_is_refused(tmp_path: Path) -> None:
-    store = MemoryStore(tmp_path)
+def test_a_different_encoder_is_refused(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
     store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
     other = EncoderIdentity(model="other", pretrained="none", dim=4)
     with pytest.raises(EncoderMismatchError, match="was filled by CLIP test"):
@@ -153,8 +157,8 @@ def test_a_different_encoder_is_refused(tmp_path: Path) -> None:
         store.query("m", other, vector(1, 0, 0, 0), "text", 5)
 
 
-def test_large_adds_go_in_chunks_within_the_batch_limit(tmp_path: Path) -> None:
-    store = MemoryStore(tmp_path)
+def test_large_adds_go_in_chunks_within_the_batch_limit(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
     store.max_batch = 7
     rng = np.random.default_rng(0)
     entries = [text_entry(f"label {i}", rng.normal(size=4).astype(np.float32)) for i in range(30)]
@@ -170,3 +174,17 @@ def test_summary_counts_labels_and_kinds(tools: RarTools, image_folder: Path) ->
     assert (info.name, info.count, info.kinds) == ("mix", 5, {"image": 3, "text": 2})
     assert info.labels == {"cardinal": 4} and info.labels_total == 2 and info.labels_truncated
     assert info.encoder is not None and info.encoder.dim == 32
+
+
+def test_unreachable_chroma_server_is_a_clear_error() -> None:
+    from rar_tools.memory import open_http_client
+
+    with pytest.raises(MemoryStoreError, match="cannot reach the Chroma server at http://127.0.0.1:9"):
+        open_http_client("http://127.0.0.1:9")
+
+
+def test_chroma_url_must_be_http() -> None:
+    from rar_tools.memory import open_http_client
+
+    with pytest.raises(MemoryStoreError, match="is not an http"):
+        open_http_client("ftp://example")

@@ -16,6 +16,10 @@ from rar_tools.retrieval import retrieve_labels
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=8)
 
 
+# Every test here that touches a store runs on the embedded store and on a real Chroma server.
+MEMORY_BACKENDS = ["embedded", "chroma-server"]
+
+
 def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
@@ -33,11 +37,11 @@ def image_entries(label: str, centre: np.ndarray, n: int, rng: np.random.Generat
 
 
 @pytest.fixture
-def crowded_store(tmp_path: Path) -> tuple[MemoryStore, np.ndarray]:
+def crowded_store(tmp_path: Path, make_store) -> tuple[MemoryStore, np.ndarray]:
     """100 exemplars of one label right at the query, and one exemplar of each of 9 others."""
     rng = np.random.default_rng(0)
     query = unit(np.eye(8)[0])
-    store = MemoryStore(tmp_path)
+    store = make_store(tmp_path)
     entries = image_entries("crowd", query, 100, rng)
     for i in range(9):
         entries += image_entries(f"other {i}", unit(query + (0.5 + 0.1 * i) * np.eye(8)[1 + i % 7]), 1, rng)
@@ -80,8 +84,8 @@ def test_mode_without_matching_entries_returns_nothing_and_says_why(crowded_stor
     assert result.candidates == [] and "holds no label texts" in result.note
 
 
-def test_sum_of_top_three_rewards_well_supported_labels(tmp_path: Path) -> None:
-    store = MemoryStore(tmp_path)
+def test_sum_of_top_three_rewards_well_supported_labels(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
     query = unit(np.eye(8)[0])
     near_single = unit(query + 0.3 * np.eye(8)[1])
     store.add(
@@ -95,8 +99,8 @@ def test_sum_of_top_three_rewards_well_supported_labels(tmp_path: Path) -> None:
     assert best[0].label == "single" and summed[0].label == "triple"
 
 
-def test_auto_mode_fuses_images_and_texts(tmp_path: Path) -> None:
-    store = MemoryStore(tmp_path)
+def test_auto_mode_fuses_images_and_texts(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
     query = unit(np.eye(8)[0])
     store.add(
         "m",

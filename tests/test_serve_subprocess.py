@@ -106,17 +106,30 @@ async def list_memories_over_http(url: str, deadline: float) -> dict:
             await anyio.sleep(0.5)
 
 
-def test_streamable_http_transport_serves_tools(tmp_path: Path, clip_model: str) -> None:
-    port = free_port()
+def test_streamable_http_sessions_share_one_server_and_one_model(tmp_path: Path, clip_model: str) -> None:
+    port, log = free_port(), tmp_path / "server.log"
     params = serve_params(tmp_path / "data", clip_model)
-    process = subprocess.Popen(
-        [params.command, *params.args, "--transport", "http", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        listing = anyio.run(list_memories_over_http, f"http://127.0.0.1:{port}/mcp", time.monotonic() + 60)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    assert listing["memories"] == [] and listing["data_dir"].endswith("data")
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    async def two_agents() -> tuple[dict, dict]:
+        first = await list_memories_over_http(url, time.monotonic() + 60)
+        async with Client(url) as agent_a, Client(url) as agent_b:
+            added = await agent_a.call_tool("add_to_memory", {"memory": "shared", "labels": ["a", "b"]})
+            assert not added.is_error, added.content
+            seen_by_b = await agent_b.call_tool("list_memories", {})
+        return first, seen_by_b.structured_content
+
+    with log.open("w") as err:
+        process = subprocess.Popen(
+            [params.command, *params.args, "--transport", "http", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            first, seen_by_b = anyio.run(two_agents)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert first["memories"] == [] and first["data_dir"].endswith("data")
+    assert [(m["name"], m["count"]) for m in seen_by_b["memories"]] == [("shared", 2)]
+    assert log.read_text().count("CLIP encoder ready") == 1

@@ -109,8 +109,7 @@ def build_messages(request: RankRequest, names: list[str], max_side: int, openin
     With `opening`, an assistant turn holding it follows, for the model to continue."""
     pairs = exemplar_pairs(request, names)
     text = ranking_prompt(names, icl=request.icl) + (EXEMPLAR_INTRO if pairs else "")
-    content = [{"type": "image", "image": downscale(request.image, max_side)},
-               {"type": "text", "text": text}]
+    content = [{"type": "image", "image": downscale(request.image, max_side)}, {"type": "text", "text": text}]
     for name, image in pairs:
         content.append({"type": "text", "text": f" {name!r}:"})
         content.append({"type": "image", "image": downscale(image, max_side)})
@@ -224,8 +223,7 @@ class TransformersRanker:
         weights = rank_weights(len(parsed.order))
         ranked = [RankedLabel(original[n], w) for n, w in zip(parsed.order, weights)]
         timings = {"generate_s": gen_s, "total_s": time.perf_counter() - start}
-        return RankResult(ranked=ranked, mode="generate", fallback=parsed.fallback,
-                          raw_text=text, timings=timings)
+        return RankResult(ranked=ranked, mode="generate", fallback=parsed.fallback, raw_text=text, timings=timings)
 
     # Score-mode internals -------------------------------------------------------------------
 
@@ -248,8 +246,9 @@ class TransformersRanker:
         ids, mask = pad_right(conts, self._pad_id(), self.model.device)
         attention = torch.cat([inputs["attention_mask"].expand(k, -1), mask], dim=1)
         positions = self._continuation_positions(inputs, prefix_len, ids.shape[1], k)
-        out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                         past_key_values=cache, use_cache=True)
+        out = self.model(
+            input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True
+        )
         # Token j is predicted by the logits one step before it: the prefix's last ones for j = 0.
         logits = torch.cat([prefix.logits[:, -1:].expand(k, -1, -1), out.logits[:, :-1]], dim=1)
         logprobs = token_logprobs(logits, ids) * mask
@@ -285,9 +284,14 @@ class TransformersRanker:
         """Tokenised prompt + pixels on the model's device; names can't write control tokens."""
         continuing = messages[-1]["role"] == "assistant"
         inputs = self.processor.apply_chat_template(
-            messages, tokenize=True, return_dict=True, return_tensors="pt",
-            add_generation_prompt=not continuing, continue_final_message=continuing,
-            sanitize_control_tokens=True, processor_kwargs={"add_special_tokens": False},
+            messages,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            add_generation_prompt=not continuing,
+            continue_final_message=continuing,
+            sanitize_control_tokens=True,
+            processor_kwargs={"add_special_tokens": False},
         )
         inputs = dict(inputs)
         lead = torch.tensor(self._lead_ids, dtype=torch.long)
@@ -301,7 +305,7 @@ class TransformersRanker:
         Sanitised chat encoding needs `add_special_tokens=False`, so these are added back by hand."""
         with_special = self.tokenizer("a").input_ids
         plain = self.tokenizer("a", add_special_tokens=False).input_ids
-        return with_special[: len(with_special) - len(plain)] if with_special[-len(plain):] == plain else []
+        return with_special[: len(with_special) - len(plain)] if with_special[-len(plain) :] == plain else []
 
     def _text_ids(self, text: str) -> list[int]:
         """`text` as plain token ids: no special tokens added, none recognised inside it."""
@@ -322,8 +326,10 @@ class TransformersRanker:
 
         own = self.model.generation_config
         return GenerationConfig(
-            do_sample=False, max_new_tokens=self.config.max_new_tokens,
-            bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id,
+            do_sample=False,
+            max_new_tokens=self.config.max_new_tokens,
+            bos_token_id=own.bos_token_id,
+            eos_token_id=own.eos_token_id,
             pad_token_id=own.pad_token_id if own.pad_token_id is not None else self._pad_id(),
         )
 

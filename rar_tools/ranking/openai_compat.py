@@ -65,8 +65,7 @@ def api_base(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RankerError(
-            f"ranker url {redact_url(url)!r} is not an http(s) URL: give the API base, "
-            "e.g. http://127.0.0.1:8000/v1"
+            f"ranker url {redact_url(url)!r} is not an http(s) URL: give the API base, e.g. http://127.0.0.1:8000/v1"
         )
     path = parts.path.rstrip("/").removesuffix("/chat/completions").rstrip("/")
     return urlunsplit((parts.scheme, parts.netloc, path or "/v1", "", ""))
@@ -177,18 +176,18 @@ def logprob_steps(choice: dict) -> list[Step] | None:
         return [chat_step(entry) for entry in data["content"] if isinstance(entry, dict)]
     if isinstance(data.get("tokens"), list) and isinstance(data.get("token_logprobs"), list):
         tops = data.get("top_logprobs") or [{}] * len(data["tokens"])
-        return [
-            legacy_step(tok, lp, top)
-            for tok, lp, top in zip(data["tokens"], data["token_logprobs"], tops)
-        ]
+        return [legacy_step(tok, lp, top) for tok, lp, top in zip(data["tokens"], data["token_logprobs"], tops)]
     return None
 
 
 def chat_step(entry: dict) -> Step:
     """A Step from one chat-format logprobs entry."""
     token, logprob = str(entry.get("token", "")), float(entry.get("logprob", -math.inf))
-    alts = [(str(a.get("token", "")), float(a.get("logprob", -math.inf)))
-            for a in entry.get("top_logprobs") or [] if isinstance(a, dict)]
+    alts = [
+        (str(a.get("token", "")), float(a.get("logprob", -math.inf)))
+        for a in entry.get("top_logprobs") or []
+        if isinstance(a, dict)
+    ]
     return Step(token, logprob, with_greedy(alts, token, logprob))
 
 
@@ -286,12 +285,11 @@ def candidate_logprob(name: str, steps: list[Step], skip: int) -> tuple[float, b
             total += step.logprob
             if not rest.startswith(core):
                 return total, True  # this token also closes the item
-            rest = rest[len(core):]
+            rest = rest[len(core) :]
             if not rest:
                 return total + ending_logprob(steps, index + 1), True
             continue
-        alts = [lp for tok, lp in step.alternatives
-                if continues(alt_core(tok, first=index == 0).casefold(), rest)]
+        alts = [lp for tok, lp in step.alternatives if continues(alt_core(tok, first=index == 0).casefold(), rest)]
         if alts:
             return total + logsumexp(alts), True
         return total + unlisted_logprob(step), index > 0
@@ -328,9 +326,7 @@ def score_candidates(names: list[str], steps: list[Step]) -> tuple[list[float], 
     index, skip = locate(steps, start)
     scored = [candidate_logprob(name, steps[index:], skip) for name in names]
     with_evidence = sum(1 for _, evidence in scored if evidence)
-    fallback: Fallback = (
-        "none" if with_evidence == len(names) else "partial" if with_evidence else "full"
-    )
+    fallback: Fallback = "none" if with_evidence == len(names) else "partial" if with_evidence else "full"
     return [score for score, _ in scored], fallback
 
 
@@ -385,8 +381,7 @@ class OpenAICompatRanker:
         weights = rank_weights(len(parsed.order))
         ranked = [RankedLabel(original[n], w) for n, w in zip(parsed.order, weights)]
         timings = {"request_s": request_s, "total_s": time.perf_counter() - start}
-        return RankResult(ranked=ranked, mode="generate", fallback=parsed.fallback,
-                          raw_text=text, timings=timings)
+        return RankResult(ranked=ranked, mode="generate", fallback=parsed.fallback, raw_text=text, timings=timings)
 
     def _rank_by_score(self, request: RankRequest) -> RankResult:
         start = time.perf_counter()
@@ -407,8 +402,7 @@ class OpenAICompatRanker:
         order = sorted(range(len(names)), key=lambda i: -probs[i])
         ranked = [RankedLabel(request.candidates[i], probs[i]) for i in order]
         timings = {"request_s": request_s, "total_s": time.perf_counter() - start}
-        return RankResult(ranked=ranked, mode="score", fallback=fallback, raw_text=text,
-                          timings=timings)
+        return RankResult(ranked=ranked, mode="score", fallback=fallback, raw_text=text, timings=timings)
 
     # HTTP -------------------------------------------------------------------------------------
 
@@ -440,8 +434,7 @@ class OpenAICompatRanker:
             ) from exc
         except httpx.HTTPError as exc:
             raise RankerError(
-                f"the request to the ranking endpoint {where} failed: "
-                f"{type(exc).__name__}: {self._scrub(str(exc))}"
+                f"the request to the ranking endpoint {where} failed: {type(exc).__name__}: {self._scrub(str(exc))}"
             ) from exc
         request_s = time.perf_counter() - start
         if response.status_code >= 400:
@@ -454,8 +447,7 @@ class OpenAICompatRanker:
             data = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
             raise RankerError(
-                f"the ranking endpoint {where} returned a response that is not JSON: "
-                f"{self._snippet(response.text)!r}"
+                f"the ranking endpoint {where} returned a response that is not JSON: {self._snippet(response.text)!r}"
             ) from exc
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -469,9 +461,7 @@ class OpenAICompatRanker:
         try:
             return message_text(choice)
         except ValueError as exc:
-            raise RankerError(
-                f"the ranking endpoint {self.shown_endpoint} returned a malformed choice: {exc}"
-            ) from exc
+            raise RankerError(f"the ranking endpoint {self.shown_endpoint} returned a malformed choice: {exc}") from exc
 
     def _http_error(self, response: httpx.Response) -> str:
         """A message for an HTTP error status, with the server's own error text when present."""
@@ -482,8 +472,10 @@ class OpenAICompatRanker:
         if response.status_code in (401, 403):
             message += " (check the API key: RankerConfig.api_key)"
         elif response.status_code == 404:
-            message += (" (check the url, the API base such as http://127.0.0.1:8000/v1, and the "
-                        f"model name {self.api_model!r})")
+            message += (
+                " (check the url, the API base such as http://127.0.0.1:8000/v1, and the "
+                f"model name {self.api_model!r})"
+            )
         return message
 
     def _snippet(self, text: str) -> str:

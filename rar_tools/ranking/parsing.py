@@ -141,8 +141,8 @@ def read_bracket(text: str, start: int) -> tuple[list[Item], int]:
         return literal
     close = text.find("]", start + 1)
     if close < 0:
-        return split_items(text[start + 1:], truncated=True), len(text)
-    return split_items(text[start + 1:close], truncated=False), close + 1
+        return split_items(text[start + 1 :], truncated=True), len(text)
+    return split_items(text[start + 1 : close], truncated=False), close + 1
 
 
 def literal_list(text: str, start: int) -> tuple[list[Item], int] | None:
@@ -152,7 +152,7 @@ def literal_list(text: str, start: int) -> tuple[list[Item], int] | None:
         if close < 0 or close - start > MAX_LITERAL_CHARS:
             return None
         try:
-            value = ast.literal_eval(text[start:close + 1])
+            value = ast.literal_eval(text[start : close + 1])
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             close = text.find("]", close + 1)
             continue

@@ -33,11 +33,24 @@ from rar_tools.ranking.prompts import ranking_prompt
 VOCAB_SIZE = 1024
 # Larger than the usual 0.02 so that positions and context visibly change the outputs (tests rely on it).
 INIT_RANGE = 0.2
-TEXT_SIZES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096}
+TEXT_SIZES = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+}
 
-QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                "<|image_pad|>", "<|video_pad|>"]
+QWEN_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 LLAVA_SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 
 # The shape of Qwen2-VL's own template: a default system turn, images as vision_start/pad/end.
@@ -71,24 +84,109 @@ LLAVA_CHAT_TEMPLATE = (
 )
 
 NAMES = (
-    "house sparrow", "song sparrow", "tree sparrow", "barn swallow", "cliff swallow", "tree swallow",
-    "american crow", "fish crow", "common raven", "blue jay", "green jay", "northern cardinal",
-    "american robin", "european robin", "black-capped chickadee", "carolina wren", "house wren",
-    "red-winged blackbird", "brewer blackbird", "rusty blackbird", "bald eagle", "golden eagle",
-    "red-tailed hawk", "cooper hawk", "peregrine falcon", "american kestrel", "great horned owl",
-    "barn owl", "snowy owl", "mallard", "wood duck", "canada goose", "mute swan", "great blue heron",
-    "great egret", "snowy egret", "brown pelican", "herring gull", "ring-billed gull", "common tern",
-    "atlantic puffin", "emperor penguin", "king penguin", "ruby-throated hummingbird",
-    "anna hummingbird", "downy woodpecker", "hairy woodpecker", "pileated woodpecker",
-    "northern flicker", "yellow warbler", "pine warbler", "cape may warbler", "indigo bunting",
-    "painted bunting", "scarlet tanager", "summer tanager", "baltimore oriole", "cedar waxwing",
-    "laysan albatross", "black-footed albatross", "white pelican", "golden retriever",
-    "labrador retriever", "cocker spaniel", "german shepherd", "tabby cat", "persian cat",
-    "sports car", "pickup truck", "school bus", "mountain bike", "sailboat", "airliner",
-    "coffee mug", "wine glass", "teapot", "laptop", "keyboard", "computer mouse", "cell phone",
-    "television", "armchair", "sofa", "dining table", "desk lamp", "umbrella", "backpack",
-    "handbag", "suitcase", "tennis racket", "baseball bat", "skateboard", "surfboard", "banana",
-    "apple", "orange", "broccoli", "carrot", "pizza", "donut", "sunflower", "daisy", "red rose",
+    "house sparrow",
+    "song sparrow",
+    "tree sparrow",
+    "barn swallow",
+    "cliff swallow",
+    "tree swallow",
+    "american crow",
+    "fish crow",
+    "common raven",
+    "blue jay",
+    "green jay",
+    "northern cardinal",
+    "american robin",
+    "european robin",
+    "black-capped chickadee",
+    "carolina wren",
+    "house wren",
+    "red-winged blackbird",
+    "brewer blackbird",
+    "rusty blackbird",
+    "bald eagle",
+    "golden eagle",
+    "red-tailed hawk",
+    "cooper hawk",
+    "peregrine falcon",
+    "american kestrel",
+    "great horned owl",
+    "barn owl",
+    "snowy owl",
+    "mallard",
+    "wood duck",
+    "canada goose",
+    "mute swan",
+    "great blue heron",
+    "great egret",
+    "snowy egret",
+    "brown pelican",
+    "herring gull",
+    "ring-billed gull",
+    "common tern",
+    "atlantic puffin",
+    "emperor penguin",
+    "king penguin",
+    "ruby-throated hummingbird",
+    "anna hummingbird",
+    "downy woodpecker",
+    "hairy woodpecker",
+    "pileated woodpecker",
+    "northern flicker",
+    "yellow warbler",
+    "pine warbler",
+    "cape may warbler",
+    "indigo bunting",
+    "painted bunting",
+    "scarlet tanager",
+    "summer tanager",
+    "baltimore oriole",
+    "cedar waxwing",
+    "laysan albatross",
+    "black-footed albatross",
+    "white pelican",
+    "golden retriever",
+    "labrador retriever",
+    "cocker spaniel",
+    "german shepherd",
+    "tabby cat",
+    "persian cat",
+    "sports car",
+    "pickup truck",
+    "school bus",
+    "mountain bike",
+    "sailboat",
+    "airliner",
+    "coffee mug",
+    "wine glass",
+    "teapot",
+    "laptop",
+    "keyboard",
+    "computer mouse",
+    "cell phone",
+    "television",
+    "armchair",
+    "sofa",
+    "dining table",
+    "desk lamp",
+    "umbrella",
+    "backpack",
+    "handbag",
+    "suitcase",
+    "tennis racket",
+    "baseball bat",
+    "skateboard",
+    "surfboard",
+    "banana",
+    "apple",
+    "orange",
+    "broccoli",
+    "carrot",
+    "pizza",
+    "donut",
+    "sunflower",
+    "daisy",
+    "red rose",
 )
 
 
@@ -154,33 +252,48 @@ def save_model(model_cls, config, processor, out_dir: Path, seed: int) -> Path:
 def write_tiny_qwen2vl(out_dir: Path, seed: int = 0) -> Path:
     """A Qwen2-VL checkpoint: 14 px patches merged 2x2, 56²..112² px images (4 to 16 image tokens)."""
     tokenizer = wrap_tokenizer(
-        train_tokenizer(QWEN_SPECIAL), bos_token="<|endoftext|>", eos_token="<|im_end|>",
+        train_tokenizer(QWEN_SPECIAL),
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
     )
     image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
     processor = Qwen2VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
         chat_template=QWEN_CHAT_TEMPLATE,
     )
     head_dim = TEXT_SIZES["hidden_size"] // TEXT_SIZES["num_attention_heads"]
     text_config = {
-        **TEXT_SIZES, **token_ids(tokenizer), "vocab_size": len(tokenizer),
+        **TEXT_SIZES,
+        **token_ids(tokenizer),
+        "vocab_size": len(tokenizer),
         "initializer_range": INIT_RANGE,
         # mrope splits head_dim / 2 rotary frequencies between (time, height, width).
         "rope_parameters": {"rope_type": "default", "mrope_section": mrope_section(head_dim)},
     }
     vision_config = {
-        "depth": 2, "embed_dim": 32, "num_heads": 2, "mlp_ratio": 2, "patch_size": 14,
-        "spatial_merge_size": 2, "temporal_patch_size": 2,
-        "hidden_size": TEXT_SIZES["hidden_size"], "initializer_range": INIT_RANGE,
+        "depth": 2,
+        "embed_dim": 32,
+        "num_heads": 2,
+        "mlp_ratio": 2,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "hidden_size": TEXT_SIZES["hidden_size"],
+        "initializer_range": INIT_RANGE,
     }
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
-        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
-    )}
-    config = Qwen2VLConfig(text_config=text_config, vision_config=vision_config, **ids,
-                           **token_ids(tokenizer))
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in (
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        )
+    }
+    config = Qwen2VLConfig(text_config=text_config, vision_config=vision_config, **ids, **token_ids(tokenizer))
     return save_model(Qwen2VLForConditionalGeneration, config, processor, out_dir, seed)
 
 
@@ -194,29 +307,43 @@ def mrope_section(head_dim: int) -> list[int]:
 def write_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
     """A LLaVA-1.5 style checkpoint: 56 px CLIP tower with 14 px patches (16 image tokens) + Llama."""
     tokenizer = wrap_tokenizer(
-        train_tokenizer(LLAVA_SPECIAL, bos="<s>"), bos_token="<s>", eos_token="</s>",
-        pad_token="<pad>", unk_token="<unk>",
+        train_tokenizer(LLAVA_SPECIAL, bos="<s>"),
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
     )
     image_size, patch_size = 56, 14
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
     vision_config = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=image_size, patch_size=patch_size, projection_dim=32,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=32,
         initializer_range=INIT_RANGE,
     )
-    text_config = LlamaConfig(**TEXT_SIZES, **token_ids(tokenizer), vocab_size=len(tokenizer),
-                              initializer_range=INIT_RANGE)
+    text_config = LlamaConfig(
+        **TEXT_SIZES, **token_ids(tokenizer), vocab_size=len(tokenizer), initializer_range=INIT_RANGE
+    )
     config = LlavaConfig(
-        vision_config=vision_config, text_config=text_config,
+        vision_config=vision_config,
+        text_config=text_config,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=(image_size // patch_size) ** 2,
-        vision_feature_select_strategy="default", vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
     )
     return save_model(LlavaForConditionalGeneration, config, processor, out_dir, seed)

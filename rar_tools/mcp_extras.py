@@ -1,0 +1,70 @@
+"""MCP resources (memories and their exemplar images) and the workflow prompt."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+
+from rar_tools.api import RarTools
+from rar_tools.errors import RarToolsError
+
+T = TypeVar("T")
+
+WORKFLOW = """You can recognise fine-grained categories in images with the rar-tools server.
+Work step by step:
+
+1. Call `retrieve_candidates` with memory={memory!r} and the image {image}. It returns up to k
+   distinct candidate labels from the memory with similarity scores. Ask for `thumbnails=true` to
+   see the best stored example of each candidate, and compare them with the image yourself.
+2. If you suspect the right label is missing, add your own guesses to the candidate list.
+3. Call `rank_candidates` with the image and the candidate list: a multimodal LLM orders them
+   (mode "score" gives probabilities; "generate" writes a ranked list). `recognize` does steps 1
+   and 3 in one call.
+4. Tell the user the best label and how sure you are (probabilities; when several are close, say
+   so, and use the `category` / `parent` levels if the memory has them).
+5. When the user confirms the label, or corrects it, call `add_to_memory` with the image and the
+   confirmed label: the memory learns it, and the next retrieval knows this example. Never store a
+   label the user has not confirmed.
+"""
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a store call in a worker thread; our errors become 'resource not found'."""
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+    except RarToolsError as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
+
+
+def register_resources(mcp: MCPServer, tools: RarTools) -> None:
+    """`memory://` (all memories), `memory://{name}` (one), `memory://{name}/{entry_id}` (an exemplar)."""
+
+    @mcp.resource("memory://", name="memories", mime_type="application/json")
+    async def all_memories() -> str:
+        """Every memory with its counts and encoder."""
+        return (await in_thread(tools.list_memories, 100)).model_dump_json(indent=2)
+
+    @mcp.resource("memory://{name}", name="memory", mime_type="application/json")
+    async def one_memory(name: str) -> str:
+        """One memory: every label with its entry count, the kinds held, and the encoder."""
+        return (await in_thread(tools.describe_memory, name)).model_dump_json(indent=2)
+
+    @mcp.resource("memory://{name}/{entry_id}", name="exemplar", mime_type="image/jpeg")
+    async def exemplar(name: str, entry_id: str) -> bytes:
+        """The stored copy of one exemplar image."""
+        path = await in_thread(tools.exemplar_file, name, entry_id)
+        return await anyio.to_thread.run_sync(path.read_bytes)
+
+
+def register_prompts(mcp: MCPServer) -> None:
+    """The `recognize_step_by_step` prompt."""
+
+    @mcp.prompt()
+    def recognize_step_by_step(image: str, memory: str = "default") -> str:
+        """How to recognise an image with retrieve, rank, and add-on-confirmation."""
+        return WORKFLOW.format(memory=memory, image=repr(image))
