@@ -89,3 +89,25 @@ def test_every_setting_is_a_flag() -> None:
     help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
     for name in Settings.model_fields:
         assert "--" + name.replace("_", "-") in help_text
+
+
+def test_rank_and_recognize_with_a_ranker_model(
+    tmp_path: Path, clip_model: str, tiny_models_dir: Path, image_folder: Path, capsys
+) -> None:
+    common = [
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--clip-model",
+        clip_model,
+        "--ranker-model",
+        str(tiny_models_dir / "mllm"),
+    ]
+    image = str(image_folder / "red" / "0.png")
+    assert main(["rank", image, "--candidates", "red", "blue", "green", "--json", *common]) == 0
+    ranked = json.loads(capsys.readouterr().out)
+    assert sorted(c["label"] for c in ranked["ranked"]) == ["blue", "green", "red"]
+    assert main(["add", "colours", "--folder", str(image_folder), *common]) == 0
+    capsys.readouterr()
+    assert main(["recognize", "colours", image, "--k", "3", "--mode", "generate", *common]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("label: ") and "generate mode" in out and "model answer:" in out
