@@ -61,6 +61,13 @@ ImageArg = Annotated[
     ),
 ]
 Label = Annotated[str, Field(min_length=1, max_length=200, description="a class label, e.g. 'Blue Jay'")]
+RetrievalModeArg = Annotated[
+    Literal["auto", "image", "text"],
+    Field(
+        description="image: nearest exemplar images (few-shot); text: nearest label texts "
+        "(zero-shot); auto: whatever the memory holds, fused"
+    ),
+]
 RankModeArg = Annotated[
     Literal["score", "generate"],
     Field(
@@ -171,13 +178,7 @@ def create_server(tools: RarTools) -> MCPServer:
         image: ImageArg,
         ctx: Context,
         k: Annotated[int, Field(ge=1, le=50, description="number of distinct labels to return")] = 5,
-        mode: Annotated[
-            Literal["auto", "image", "text"],
-            Field(
-                description="image: nearest exemplar images (few-shot); text: nearest label texts "
-                "(zero-shot); auto: whatever the memory holds, fused"
-            ),
-        ] = "auto",
+        mode: RetrievalModeArg = "auto",
         thumbnails: ThumbnailsArg = False,
     ) -> Annotated[CallToolResult, RetrieveResult]:
         """The k most similar distinct labels for an image, with scores and supporting entries."""
@@ -234,9 +235,7 @@ def create_server(tools: RarTools) -> MCPServer:
         ctx: Context,
         k: Annotated[int, Field(ge=1, le=50, description="candidates to retrieve and rank")] = 5,
         mode: RankModeArg = "score",
-        retrieval_mode: Annotated[
-            Literal["auto", "image", "text"], Field(description="as in retrieve_candidates")
-        ] = "auto",
+        retrieval_mode: RetrievalModeArg = "auto",
         exemplars: Annotated[bool, Field(description="show stored exemplar images to the MLLM")] = False,
         icl: Annotated[bool, Field(description="add a worked example of the answer format (generate mode)")] = False,
         thumbnails: ThumbnailsArg = False,

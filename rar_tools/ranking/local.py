@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from rar_tools.devices import resolve_device
 from rar_tools.errors import ModelLoadError, RankerError
 from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankResult
-from rar_tools.ranking.prompts import (
-    EXEMPLAR_INTRO,
-    MAX_CANDIDATES,
-    clean_candidate,
-    ranking_prompt,
-)
+from rar_tools.ranking.parsing import generated_ranking
+from rar_tools.ranking.prompts import EXEMPLAR_INTRO, downscale, exemplar_pairs, ranking_prompt, shown_names
 
-MAX_EXEMPLAR_IMAGES = 8
 ANSWER_OPENING = "["
 # Families trained on one image per prompt: exemplar images are refused rather than mis-shown.
 SINGLE_IMAGE_FAMILIES = frozenset({"llava", "llava_next", "paligemma"})
@@ -70,37 +63,6 @@ def load_model(model: str, device: str):
     if not on_cuda:
         mllm = mllm.to(device)
     return processor, mllm.eval()
-
-
-def downscale(image: Image.Image, max_side: int) -> Image.Image:
-    """An RGB copy of `image` whose longer side is at most `max_side` pixels."""
-    image = image.convert("RGB")
-    if max(image.size) > max_side:
-        image = image.copy()
-        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    return image
-
-
-def shown_names(candidates: Sequence[str]) -> list[str]:
-    """The candidates as the prompt shows them (cleaned); refuses empty, duplicate or too many."""
-    if not 1 <= len(candidates) <= MAX_CANDIDATES:
-        raise RankerError(f"give between 1 and {MAX_CANDIDATES} candidates, got {len(candidates)}")
-    names = [clean_candidate(c) for c in candidates]
-    if not all(names):
-        raise RankerError("a candidate name is empty once whitespace and control characters are removed")
-    if len(set(names)) != len(names):
-        raise RankerError("candidate names must be distinct (after whitespace clean-up)")
-    return names
-
-
-def exemplar_pairs(request: RankRequest, names: list[str]) -> list[tuple[str, Image.Image]]:
-    """(shown name, image) for the first candidates that carry an exemplar, at most 8."""
-    if request.exemplars is None:
-        return []
-    if len(request.exemplars) != len(request.candidates):
-        raise RankerError("exemplars must hold one image or None per candidate, in candidate order")
-    pairs = [(n, img) for n, img in zip(names, request.exemplars) if img is not None]
-    return pairs[:MAX_EXEMPLAR_IMAGES]
 
 
 def build_messages(request: RankRequest, names: list[str], max_side: int, opening: str | None):
@@ -147,12 +109,6 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(target) under each position's logits, computed in float32."""
     logits = logits.float()
     return logits.gather(-1, targets[..., None])[..., 0] - logits.logsumexp(-1)
-
-
-def rank_weights(n: int) -> list[float]:
-    """Weights 1/rank for ranks 1..n, normalised to sum to 1."""
-    raw = [1.0 / r for r in range(1, n + 1)]
-    return [w / sum(raw) for w in raw]
 
 
 class TransformersRanker:
@@ -209,8 +165,6 @@ class TransformersRanker:
         return RankResult(ranked=ranked, mode="score", timings=timings)
 
     def _rank_by_generation(self, request: RankRequest) -> RankResult:
-        from rar_tools.ranking.parsing import parse_ranking
-
         start = time.perf_counter()
         names, messages = self._messages(request, opening=None)
         inputs = self._encode(messages)
@@ -218,12 +172,8 @@ class TransformersRanker:
         output = self.model.generate(**inputs, generation_config=self._greedy_config())
         text = self.tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
         gen_s = time.perf_counter() - start
-        parsed = parse_ranking(text, names)
-        original = dict(zip(names, request.candidates))
-        weights = rank_weights(len(parsed.order))
-        ranked = [RankedLabel(original[n], w) for n, w in zip(parsed.order, weights)]
         timings = {"generate_s": gen_s, "total_s": time.perf_counter() - start}
-        return RankResult(ranked=ranked, mode="generate", fallback=parsed.fallback, raw_text=text, timings=timings)
+        return generated_ranking(text, names, request.candidates, timings)
 
     # Score-mode internals -------------------------------------------------------------------
 

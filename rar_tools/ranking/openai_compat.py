@@ -37,7 +37,6 @@ import io
 import json
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,11 +45,10 @@ from PIL import Image
 
 from rar_tools.errors import RankerError
 from rar_tools.ranking.base import Fallback, RankedLabel, RankerConfig, RankRequest, RankResult
-from rar_tools.ranking.parsing import parse_ranking
-from rar_tools.ranking.prompts import EXEMPLAR_INTRO, MAX_CANDIDATES, clean_candidate, ranking_prompt
+from rar_tools.ranking.parsing import generated_ranking
+from rar_tools.ranking.prompts import EXEMPLAR_INTRO, downscale, exemplar_pairs, ranking_prompt, shown_names
 
 TOP_LOGPROBS = 20
-MAX_EXEMPLAR_IMAGES = 8
 MAX_ERROR_CHARS = 300
 JPEG_QUALITY = 90
 SYNTAX_CHARS = " \t\r\n['\"`(*"
@@ -84,35 +82,9 @@ def redact_url(url: str) -> str:
 
 def image_data_url(image: Image.Image, max_side: int) -> str:
     """A base64 JPEG data URL of `image`, its longer side at most `max_side` pixels."""
-    image = image.convert("RGB")
-    if max(image.size) > max_side:
-        image = image.copy()
-        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    downscale(image, max_side).save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def shown_names(candidates: Sequence[str]) -> list[str]:
-    """The candidates as the prompt shows them; refuses empty, duplicate or too many."""
-    if not 1 <= len(candidates) <= MAX_CANDIDATES:
-        raise RankerError(f"give between 1 and {MAX_CANDIDATES} candidates, got {len(candidates)}")
-    names = [clean_candidate(c) for c in candidates]
-    if not all(names):
-        raise RankerError("a candidate name is empty once whitespace and control characters are removed")
-    if len(set(names)) != len(names):
-        raise RankerError("candidate names must be distinct (after whitespace clean-up)")
-    return names
-
-
-def exemplar_pairs(request: RankRequest, names: list[str]) -> list[tuple[str, Image.Image]]:
-    """(shown name, image) for the first candidates that carry an exemplar, at most 8."""
-    if request.exemplars is None:
-        return []
-    if len(request.exemplars) != len(request.candidates):
-        raise RankerError("exemplars must hold one image or None per candidate, in candidate order")
-    pairs = [(n, img) for n, img in zip(names, request.exemplars) if img is not None]
-    return pairs[:MAX_EXEMPLAR_IMAGES]
 
 
 def build_content(request: RankRequest, names: list[str], max_side: int) -> list[dict]:
@@ -129,12 +101,6 @@ def build_content(request: RankRequest, names: list[str], max_side: int) -> list
 def image_part(image: Image.Image, max_side: int) -> dict:
     """One OpenAI `image_url` content part holding `image` inline."""
     return {"type": "image_url", "image_url": {"url": image_data_url(image, max_side)}}
-
-
-def rank_weights(n: int) -> list[float]:
-    """Weights 1/rank for ranks 1..n, normalised to sum to 1."""
-    raw = [1.0 / r for r in range(1, n + 1)]
-    return [w / sum(raw) for w in raw]
 
 
 # --- response reading --------------------------------------------------------------------------
@@ -376,12 +342,8 @@ class OpenAICompatRanker:
         payload = self._payload(request, names, self.config.max_new_tokens)
         choice, request_s = self._complete(payload)
         text = self._text(choice)
-        parsed = parse_ranking(text, names)
-        original = dict(zip(names, request.candidates))
-        weights = rank_weights(len(parsed.order))
-        ranked = [RankedLabel(original[n], w) for n, w in zip(parsed.order, weights)]
         timings = {"request_s": request_s, "total_s": time.perf_counter() - start}
-        return RankResult(ranked=ranked, mode="generate", fallback=parsed.fallback, raw_text=text, timings=timings)
+        return generated_ranking(text, names, request.candidates, timings)
 
     def _rank_by_score(self, request: RankRequest) -> RankResult:
         start = time.perf_counter()

@@ -34,7 +34,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from rar_tools.ranking.base import Fallback
+from rar_tools.ranking.base import Fallback, RankedLabel, RankResult
 
 FUZZY_THRESHOLD = 0.85
 """Smallest `difflib.SequenceMatcher` ratio for a near-miss spelling ("blue jey" vs "blue jay"
@@ -260,3 +260,21 @@ def containment_match(key: str, keys: list[str]) -> int | None:
 def contains_words(text: str, part: str) -> bool:
     """Whether `part` occurs in `text` not glued to other letters or digits."""
     return re.search(r"(?<!\w)" + re.escape(part) + r"(?!\w)", text) is not None
+
+
+def rank_weights(n: int) -> list[float]:
+    """Weights 1/rank for ranks 1..n, normalised to sum to 1."""
+    raw = [1.0 / r for r in range(1, n + 1)]
+    return [w / sum(raw) for w in raw]
+
+
+def generated_ranking(
+    text: str, names: Sequence[str], candidates: Sequence[str], timings: dict[str, float]
+) -> RankResult:
+    """A generate-mode result: `text` parsed against the shown `names`, reported with the caller's
+    original `candidates` spelling and 1/rank weights as scores."""
+    parsed = parse_ranking(text, names)
+    original = dict(zip(names, candidates))
+    weights = rank_weights(len(parsed.order))
+    ranked = [RankedLabel(original[n], w) for n, w in zip(parsed.order, weights)]
+    return RankResult(ranked=ranked, mode="generate", fallback=parsed.fallback, raw_text=text, timings=timings)
