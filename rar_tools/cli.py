@@ -198,30 +198,31 @@ def cmd_remove(tools, args) -> None:
 
 
 def cmd_eval(tools, args) -> None:
-    from rar_tools.evaluation import EvalConfig, evaluate, load_dataset
+    from rar_tools.evaluation import EvalConfig, RunOptions, evaluate, load_dataset
+    from rar_tools.evaluation.protocol import QUERIES_FILE
 
     dataset = load_dataset(args.dataset, args.format, args.split_ratio, args.seed)
     config = EvalConfig(
         shots=tuple(args.shots),
         methods=tuple(args.methods),
         seed=args.seed,
+        shot_sampler=args.shot_sampler,
         limit=args.limit,
         k=args.k,
         rank_mode=args.rank_mode,
         icl=args.icl,
     )
     out = Path(args.out) if args.out else Path("rar-eval") / dataset.name
-    report, paths = evaluate(
-        tools.settings, dataset, config, out, resume=args.resume, overwrite=args.overwrite,
-        keep_memory=Path(args.keep_memory) if args.keep_memory else None,
-    )  # fmt: skip
+    keep = Path(args.keep_memory) if args.keep_memory else None
+    options = RunOptions(resume=args.resume, overwrite=args.overwrite, keep_memory=keep)
+    report, paths = evaluate(tools.settings, dataset, config, out, options)
     if report.warning:
         print(f"rar-tools: {report.warning}", file=sys.stderr)
     if args.json:
         print(report.model_dump_json(indent=2))
         return
     print(paths["markdown"].read_text(encoding="utf-8"))
-    print("wrote " + ", ".join(str(p) for p in [*paths.values(), out / "queries.jsonl"]))
+    print("wrote " + ", ".join(str(p) for p in [*paths.values(), out / QUERIES_FILE]))
 
 
 def add_eval_flags(sub: argparse.ArgumentParser) -> None:
@@ -232,6 +233,12 @@ def add_eval_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--split-ratio", type=float, help="train fraction per class, for data without a split")
     sub.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="images per class in memory")
     sub.add_argument("--seed", type=int, default=0, help="seeds the shot sampler, the query subset and splits")
+    sub.add_argument(
+        "--shot-sampler",
+        choices=["seeded", "first"],
+        default="seeded",
+        help="n-shot images per class: a seeded random choice, or the first n in data set order (as RAR's code)",
+    )
     sub.add_argument("--limit", type=int, help="evaluate a seeded subset of this many test images")
     sub.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     sub.add_argument("--k", type=int, default=5, help="labels retrieved for the MLLM to rank")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from rar_tools.encoder import ClipEncoder
 from rar_tools.errors import RankerError
-from rar_tools.evaluation import EvalConfig, EvaluationError, evaluate, load_dataset
+from rar_tools.evaluation import EvalConfig, EvaluationError, RunOptions, evaluate, load_dataset
 from rar_tools.evaluation.protocol import QUERIES_FILE
 from rar_tools.memory import MemoryStore
 from rar_tools.settings import Settings
@@ -92,7 +92,7 @@ def test_resume_computes_only_the_missing_queries_and_matches_a_fresh_run(
     partial = EvalConfig(shots=(1, 2), seed=7, k=3, limit=4)
     full = EvalConfig(shots=(1, 2), seed=7, k=3, limit=7)
     evaluate(eval_settings, dataset, partial, tmp_path / "resumed")
-    resumed, _ = evaluate(eval_settings, dataset, full, tmp_path / "resumed", resume=True)
+    resumed, _ = evaluate(eval_settings, dataset, full, tmp_path / "resumed", RunOptions(resume=True))
     assert {(f.computed, f.reused) for f in resumed.results} == {(3, 4)}
     fresh, _ = evaluate(eval_settings, dataset, full, tmp_path / "fresh")
     assert figures(resumed) == figures(fresh)
@@ -105,7 +105,7 @@ def test_a_finished_run_resumes_without_any_work(
     dataset = load_dataset(labelled_folder)
     config = EvalConfig(shots=(1,), methods=("clip-knn",), limit=3)
     evaluate(eval_settings, dataset, config, tmp_path / "out")
-    again, _ = evaluate(eval_settings, dataset, config, tmp_path / "out", resume=True)
+    again, _ = evaluate(eval_settings, dataset, config, tmp_path / "out", RunOptions(resume=True))
     assert again.run["queries_computed"] == 0 and again.run["queries_reused"] == 3
 
 
@@ -113,7 +113,9 @@ def test_resume_with_another_k_is_refused(eval_settings: Settings, labelled_fold
     dataset = load_dataset(labelled_folder)
     evaluate(eval_settings, dataset, EvalConfig(shots=(1,), methods=("clip-knn",), limit=2), tmp_path / "out")
     with pytest.raises(EvaluationError, match="k differ"):
-        evaluate(eval_settings, dataset, EvalConfig(shots=(1,), k=2, limit=2), tmp_path / "out", resume=True)
+        evaluate(
+            eval_settings, dataset, EvalConfig(shots=(1,), k=2, limit=2), tmp_path / "out", RunOptions(resume=True)
+        )
 
 
 def test_user_memories_are_never_touched(eval_settings: Settings, labelled_folder: Path, tmp_path: Path) -> None:
@@ -126,7 +128,13 @@ def test_keep_memory_keeps_one_named_memory_per_shot_count(
     eval_settings: Settings, labelled_folder: Path, tmp_path: Path
 ) -> None:
     config = EvalConfig(shots=(1, 2), methods=("clip-zero-shot", "clip-knn"), seed=7, limit=2)
-    evaluate(eval_settings, load_dataset(labelled_folder), config, tmp_path / "out", keep_memory=tmp_path / "kept")
+    evaluate(
+        eval_settings,
+        load_dataset(labelled_folder),
+        config,
+        tmp_path / "out",
+        RunOptions(keep_memory=tmp_path / "kept"),
+    )
     store = MemoryStore(tmp_path / "kept")
     assert store.names() == ["eval-labelled-seed7-1shot", "eval-labelled-seed7-2shot", "eval-labelled-zeroshot"]
     assert store.count("eval-labelled-seed7-2shot") == 6

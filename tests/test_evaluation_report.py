@@ -39,7 +39,6 @@ def report():
     figures += [figure(m, n, t) for m, t in (("clip-knn", 0.5), ("rar", 0.75), ("oracle@k", 1.0)) for n in (1, 4)]
     outcome = RunOutcome(
         figures=figures,
-        records=[],
         encoder=EncoderIdentity("ViT-B-16", "openai", 512),
         device="cuda",
         ranker_name="transformers:llava-hf/llava-1.5-7b-hf",

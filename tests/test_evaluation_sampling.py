@@ -42,3 +42,7 @@ def test_no_limit_keeps_every_query_in_order() -> None:
 def test_seeded_shuffle_is_the_same_permutation_everywhere() -> None:
     # Derived from sha256 and random.Random, not from hash(): pinned so a change is noticed.
     assert seeded_shuffle(list(range(8)), 0, "x") == [0, 2, 7, 3, 1, 4, 5, 6]
+
+
+def test_first_sampler_takes_the_first_n_in_data_set_order() -> None:
+    assert ids(few_shot(TRAIN, 2, seed=9, how="first")) == ["a0", "a1", "b0", "b1", "c0", "c1"]

@@ -10,30 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from rar_tools.evaluation.datasets import Dataset, DatasetError, LabelledImage, load_dataset
-from rar_tools.evaluation.protocol import METHODS, EvalConfig, run_evaluation
+from rar_tools.evaluation.protocol import METHODS, EvalConfig, RunOptions, run_evaluation
 from rar_tools.evaluation.records import EvaluationError
 from rar_tools.evaluation.report import EvalReport, build_report, write_report
 from rar_tools.settings import Settings
 
 
 def evaluate(
-    settings: Settings,
-    dataset: Dataset,
-    config: EvalConfig,
-    out_dir: Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    keep_memory: Path | None = None,
-    progress: bool | None = None,
+    settings: Settings, dataset: Dataset, config: EvalConfig, out_dir: Path, options: RunOptions | None = None
 ) -> tuple[EvalReport, dict[str, Path]]:
-    """Run the protocol and write report.json, report.md and accuracy.png next to queries.jsonl."""
-    out_dir = Path(out_dir)
-    outcome = run_evaluation(
-        settings, dataset, config, out_dir, resume=resume, overwrite=overwrite, keep_memory=keep_memory,
-        progress=progress,
-    )  # fmt: skip
-    report = build_report(settings, dataset, config.checked(), outcome, keep_memory)
+    """Run the protocol, then write report.json, report.md and accuracy.png next to queries.jsonl."""
+    out_dir, options = Path(out_dir), options or RunOptions()
+    outcome = run_evaluation(settings, dataset, config, out_dir, options)
+    report = build_report(settings, dataset, config.checked(), outcome, options.keep_memory)
     return report, write_report(report, out_dir)
 
 
@@ -45,6 +34,7 @@ __all__ = [
     "EvalReport",
     "EvaluationError",
     "LabelledImage",
+    "RunOptions",
     "evaluate",
     "load_dataset",
 ]

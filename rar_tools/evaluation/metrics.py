@@ -25,8 +25,9 @@ DEFINITIONS = {
     "oracle@k": "whether the true label is among the k labels retrieved from the n-shot image memory: "
     "the best top-1 any ranker of those k could reach (equal to recall@k); top-5 is not defined",
     "recall@k": "share of queries whose true label is among the k distinct labels retrieved",
-    "fallback_rate": "rar in generate mode: share of queries whose answer needed repair (partial or full "
-    "fallback to the retrieval order); full_fallback_rate: share whose answer was unusable",
+    "fallback_rate": "rar: share of ranked queries whose MLLM answer needed repair (partial or full fallback "
+    "to the retrieval order; only generate mode, or an endpoint's score mode, can need it); "
+    "full_fallback_rate: share whose answer was unusable",
     "time": "mean seconds per query image; one query encoding serves every method and shot count, and is "
     "counted in full for each",
 }

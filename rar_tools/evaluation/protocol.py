@@ -38,7 +38,7 @@ from rar_tools.errors import ImageInputError
 from rar_tools.evaluation.datasets import Dataset, LabelledImage, prompt_names
 from rar_tools.evaluation.metrics import TOP_N, MethodFigures, summarise
 from rar_tools.evaluation.records import EvaluationError, QueryRecord, RecordLog
-from rar_tools.evaluation.sampling import by_label, few_shot, query_subset
+from rar_tools.evaluation.sampling import ShotSampler, by_label, few_shot, query_subset
 from rar_tools.memory import MemoryStore, NewEntry
 from rar_tools.ranking import RankMode
 from rar_tools.ranking.base import Fallback
@@ -68,11 +68,12 @@ ANSWER_SETTINGS = (
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What to evaluate: methods, shot counts, seed, query limit, k and the ranking mode."""
+    """What to evaluate: methods, shot counts, seed and shot sampler, query limit, k and the ranking mode."""
 
     shots: tuple[int, ...] = (1, 2, 4, 8, 16)
     methods: tuple[Method, ...] = METHODS
     seed: int = 0
+    shot_sampler: ShotSampler = "seeded"
     limit: int | None = None
     k: int = 5
     rank_mode: RankMode = "score"
@@ -118,10 +119,9 @@ class Encoded:
 
 @dataclass
 class RunOutcome:
-    """What a run produced: the figures, the records behind them, and how the work went."""
+    """What a run produced: the figures, the models that made them, and how the work went."""
 
     figures: list[MethodFigures]
-    records: list[QueryRecord]
     encoder: EncoderIdentity
     device: str
     ranker_name: str | None
@@ -149,6 +149,7 @@ def run_identity(settings: Settings, dataset: Dataset, config: EvalConfig) -> di
     return {
         "dataset": dataset.fingerprint(),
         "seed": config.seed,
+        "shot_sampler": config.shot_sampler,
         "k": config.k,
         "rank_mode": config.rank_mode,
         "icl": config.icl,
@@ -187,7 +188,7 @@ class Evaluation:
         config = self.config
         queries = query_subset(self.dataset.test, config.limit, config.seed)
         todo = {(m, n): self.todo(queries, m, n) for m, n in config.groups()}
-        if any(todo[("rar", n)] for n in config.shots if ("rar", n) in todo):
+        if any(queries_left for (method, _), queries_left in todo.items() if method == "rar"):
             self.tools.ensure_ranker()  # no ranker: fail before any work
         pending = {q.id for group in todo.values() for q in group}
         vectors = self.encode([q for q in queries if q.id in pending], "encoding queries")
@@ -195,7 +196,10 @@ class Evaluation:
             self.zero_shot(todo[(ZERO_SHOT, ZERO_SHOT_SHOTS)], vectors)
         shots_todo = [n for n in config.shots if any(todo[(m, n)] for m in config.image_methods)]
         if shots_todo:
-            pool = self.encode(few_shot(self.dataset.train, max(shots_todo), config.seed), "encoding memory images")
+            pool = self.encode(
+                few_shot(self.dataset.train, max(shots_todo), config.seed, config.shot_sampler),
+                "encoding memory images",
+            )
             self.memory_images = len(pool)
             self.memory_encode_s = sum(e.seconds for e in pool.values())
             for n in shots_todo:
@@ -206,7 +210,6 @@ class Evaluation:
         ]
         return RunOutcome(
             figures=summarise(records, config.k, dict(self.computed)),
-            records=records,
             encoder=self.tools.encoder.identity,
             device=self.tools.encoder.device,
             ranker_name=self.tools.ranker.name if "rar" in config.methods else None,
@@ -254,7 +257,11 @@ class Evaluation:
 
     def image_memory(self, shots: int, pool: dict[str, Encoded]) -> str:
         memory = self.fresh_memory(f"eval-{self.slug}-seed{self.config.seed}-{shots}shot")
-        chosen = [item for item in few_shot(self.dataset.train, shots, self.config.seed) if item.id in pool]
+        chosen = [
+            item
+            for item in few_shot(self.dataset.train, shots, self.config.seed, self.config.shot_sampler)
+            if item.id in pool
+        ]
         entries = [
             NewEntry(
                 label=self.name_of[item.label],
@@ -352,24 +359,26 @@ def shortest_class(dataset: Dataset) -> int:
     return min(len(group) for group in by_label(dataset.train).values())
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: continue or discard earlier results, where the memories go, progress bars."""
+
+    resume: bool = False
+    overwrite: bool = False
+    keep_memory: Path | None = None  # build the memories here and keep them (default: a temporary folder)
+    progress: bool | None = None  # bars on stderr; None: only on a terminal
+
+
 def run_evaluation(
-    settings: Settings,
-    dataset: Dataset,
-    config: EvalConfig,
-    out_dir: Path,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    keep_memory: Path | None = None,
-    progress: bool | None = None,
+    settings: Settings, dataset: Dataset, config: EvalConfig, out_dir: Path, options: RunOptions | None = None
 ) -> RunOutcome:
     """Evaluate `config` on `dataset` with the models of `settings`; records go to `out_dir`.
 
-    The memories are built in a temporary store (or `keep_memory`), never in `settings.data_dir`.
-    `progress`: bars on stderr (None: only on a terminal).
+    The memories are built in a temporary store (or `options.keep_memory`), never in `settings.data_dir`.
     """
-    config = config.checked()
-    log = RecordLog(Path(out_dir) / QUERIES_FILE, run_identity(settings, dataset, config), resume, overwrite)
-    with evaluation_store(keep_memory) as folder:
+    config, options = config.checked(), options or RunOptions()
+    identity = run_identity(settings, dataset, config)
+    log = RecordLog(Path(out_dir) / QUERIES_FILE, identity, options.resume, options.overwrite)
+    with evaluation_store(options.keep_memory) as folder:
         tools = RarTools(settings, store=MemoryStore(folder))
-        return Evaluation(tools, dataset, config, log, progress).run()
+        return Evaluation(tools, dataset, config, log, options.progress).run()

@@ -36,7 +36,9 @@ class QueryRecord(BaseModel):
     label: str = Field(description="the true label")
     retrieved: list[str] = Field(description="distinct labels retrieved, best first (max(k, 5) of them)")
     ranked: list[str] | None = Field(None, description="rar: the k retrieved labels as the MLLM ordered them")
-    fallback: Literal["none", "partial", "full"] | None = Field(None, description="rar in generate mode")
+    fallback: Literal["none", "partial", "full"] | None = Field(
+        None, description="rar: how much of the MLLM's answer had to be repaired (None: nothing was ranked)"
+    )
     timings: dict[str, float] = Field(description="seconds for this query: encode_s, retrieve_s, rank_s")
 
     @property

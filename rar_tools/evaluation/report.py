@@ -35,6 +35,10 @@ PACKAGES = ("rar-tools", "torch", "open_clip_torch", "transformers", "chromadb",
 SECRET_SETTINGS = {"ranker_api_key"}
 NOT_USED_SETTINGS = {"data_dir", "transport", "host", "port"}
 MISSING = "–"
+SAMPLERS = {
+    "seeded": "seeded: per class, the first n of a seeded shuffle of its train images (nested over n)",
+    "first": "first: per class, its first n train images in data set order (the RAR reference code's way)",
+}
 
 
 class EvalReport(BaseModel):
@@ -103,7 +107,7 @@ def build_report(
             "labels_retrieved_per_query": config.retrieved_per_query,
             "rank_mode": config.rank_mode,
             "icl": config.icl,
-            "shot_sampler": "per class, the first n of a seeded shuffle of its train images (nested over n)",
+            "shot_sampler": SAMPLERS[config.shot_sampler],
         },
         "models": {
             "clip": asdict(outcome.encoder),
@@ -193,7 +197,8 @@ def render_markdown(report: EvalReport) -> str:
         + (f"; ranker {report.weights.ranker}" if report.weights.ranker else ""),
         f"- Data: {data['name']} ({data['format']} layout): {data['classes']} classes, {data['train_images']} train / "
         f"{data['test_images']} test images; {data['queries']} queries ({data['query_selection']})",
-        f"- Protocol: seed {protocol['seed']}, k = {protocol['k']}, rank mode {protocol['rank_mode']}"
+        f"- Protocol: shot sampler {protocol['shot_sampler'].split(':')[0]}, seed {protocol['seed']}, "
+        f"k = {protocol['k']}, rank mode {protocol['rank_mode']}"
         + (", ICL prompt" if protocol["icl"] else "")
         + f"; chance top-1 = {100 * report.chance_top1:.1f}%",
         f"- Run: {report.run['queries_computed']} answers computed, {report.run['queries_reused']} reused from an "

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 if TYPE_CHECKING:  # datasets imports this module
     from rar_tools.evaluation.datasets import LabelledImage
 
 T = TypeVar("T")
+ShotSampler = Literal["seeded", "first"]
 
 
 def seeded_shuffle(items: Sequence[T], seed: int, salt: str) -> list[T]:
@@ -35,13 +36,15 @@ def by_label(items: Sequence[LabelledImage]) -> dict[str, list[LabelledImage]]:
     return dict(sorted(groups.items()))
 
 
-def few_shot(train: Sequence[LabelledImage], shots: int, seed: int) -> list[LabelledImage]:
-    """Up to `shots` train images per label (all of a label that has fewer), seeded, labels sorted."""
+def few_shot(train: Sequence[LabelledImage], shots: int, seed: int, how: ShotSampler = "seeded") -> list[LabelledImage]:
+    """Up to `shots` train images per label (all of a label that has fewer), labels sorted: the first
+    of a seeded shuffle, or (`how="first"`, the RAR reference code's way) the first in data set order."""
     if shots < 1:
         raise ValueError(f"shots must be at least 1, got {shots}")
     chosen = []
     for label, group in by_label(train).items():
-        chosen += seeded_shuffle(group, seed, f"shots:{label}")[:shots]
+        ordered = group if how == "first" else seeded_shuffle(group, seed, f"shots:{label}")
+        chosen += ordered[:shots]
     return chosen
 
 
