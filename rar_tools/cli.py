@@ -240,7 +240,9 @@ def add_eval_flags(sub: argparse.ArgumentParser) -> None:
         help="n-shot images per class: a seeded random choice, or the first n in data set order (as RAR's code)",
     )
     sub.add_argument("--limit", type=int, help="evaluate a seeded subset of this many test images")
-    sub.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    sub.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD", help=", ".join(METHODS)
+    )
     sub.add_argument("--k", type=int, default=5, help="labels retrieved for the MLLM to rank")
     sub.add_argument("--rank-mode", choices=["score", "generate"], default="score")
     sub.add_argument("--icl", action="store_true", help="add a worked answer-format example to the prompt")
