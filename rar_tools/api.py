@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from PIL import Image
 
 from rar_tools.encoder import ClipEncoder, EncoderIdentity, create_encoder
@@ -106,6 +107,10 @@ class RarTools:
                 "without --no-ranker (--ranker-model ID_OR_FOLDER, or --ranker-url URL)"
             )
         return self.mllm.get(self.settings.model_wait_timeout)
+
+    def ensure_ranker(self) -> Ranker:
+        """The ranker, waited for: callers use it to fail before any image work when there is none."""
+        return self.ranker
 
     @property
     def store(self) -> MemoryStore:
@@ -243,6 +248,17 @@ class RarTools:
             [],
         )
 
+    def add_entries(self, memory: str, entries: Sequence[NewEntry]) -> AddResult:
+        """Store entries already embedded by this object's encoder (all of one kind), e.g. when the
+        caller encodes images once and reuses the embeddings for several memories."""
+        check_memory_name(memory)
+        kinds = {entry.kind for entry in entries}
+        if len(kinds) != 1:
+            raise MemoryStoreError("give at least one entry, all of one kind (image or text)")
+        outcome = self.store.add(memory, self.encoder.identity, entries)
+        ids = outcome.added + outcome.already_present
+        return self._add_result(memory, kinds.pop(), len(outcome.added), len(outcome.already_present), ids, [])
+
     def _add_result(
         self,
         memory: str,
@@ -312,12 +328,21 @@ class RarTools:
     def _retrieve_loaded(
         self, memory: str, loaded: LoadedImage, k: int, mode: RetrievalMode
     ) -> tuple[RetrieveResult, dict[str, float]]:
+        started = time.perf_counter()
+        embedding = self.encoder.encode_images([loaded.image])[0]
+        encode_s = time.perf_counter() - started
+        result = self.retrieve_embedding(memory, embedding, k, mode)
+        timings = {"encode_s": encode_s, **result.timings}
+        return result.model_copy(update={"timings": timings}), timings
+
+    def retrieve_embedding(
+        self, memory: str, embedding: np.ndarray, k: int = 5, mode: RetrievalMode = "auto"
+    ) -> RetrieveResult:
+        """The k best distinct labels for an image embedding made by this object's encoder, so that
+        one encoding can serve several memories."""
         encoder = self.encoder
         started = time.perf_counter()
-        embedding = encoder.encode_images([loaded.image])[0]
-        encoded_at = time.perf_counter()
         result = retrieve_labels(self.store, memory, encoder.identity, embedding, k, mode, self.settings.label_score)
-        timings = {"encode_s": encoded_at - started, "search_s": time.perf_counter() - encoded_at}
         return RetrieveResult(
             memory=memory,
             mode=mode,
@@ -325,8 +350,8 @@ class RarTools:
             k=k,
             note=result.note,
             candidates=[Candidate(**{**asdict(c), "entry_ids": c.entry_ids[:10]}) for c in result.candidates],
-            timings=timings,
-        ), timings
+            timings={"search_s": time.perf_counter() - started},
+        )
 
     def exemplar_thumbnails(
         self, memory: str, candidates: Sequence[Candidate], max_side: int = 128, max_total_bytes: int = 400_000
@@ -376,19 +401,21 @@ class RarTools:
         if memory is not None:
             check_memory_name(memory)
             self.store.collection(memory)
-        ranker = self.ranker
+        self.ensure_ranker()
         loaded = self.load(image)
-        return self._rank_loaded(ranker, loaded, names, mode, memory if exemplars else None, icl)
+        return self.rank_loaded(loaded, names, mode, memory if exemplars else None, icl)
 
-    def _rank_loaded(
+    def rank_loaded(
         self,
-        ranker: Ranker,
         loaded: LoadedImage,
-        names: list[str],
-        mode: RankMode,
-        exemplar_memory: str | None,
-        icl: bool,
+        names: Sequence[str],
+        mode: RankMode = "score",
+        exemplar_memory: str | None = None,
+        icl: bool = False,
     ) -> RankOutput:
+        """Rank already checked candidate names for a decoded image (see `rank`)."""
+        ranker = self.ranker
+        names = list(names)
         shown = self._exemplars(exemplar_memory, loaded, names) if exemplar_memory else None
         result = ranker.rank(
             RankRequest(image=loaded.image, candidates=tuple(names), mode=mode, icl=icl, exemplars=shown)
@@ -431,7 +458,7 @@ class RarTools:
         check_memory_name(memory)
         check_k(k)
         self.store.collection(memory)
-        ranker = self.ranker
+        self.ensure_ranker()
         started = time.perf_counter()
         loaded = self.load(image)
         retrieval, _ = self._retrieve_loaded(memory, loaded, k, retrieval_mode)
@@ -440,7 +467,7 @@ class RarTools:
         names = [c.label for c in retrieval.candidates]
         ranking, note = None, retrieval.note
         if len(names) >= MIN_CANDIDATES:
-            ranking = self._rank_loaded(ranker, loaded, names, mode, memory if exemplars else None, icl)
+            ranking = self.rank_loaded(loaded, names, mode, memory if exemplars else None, icl)
             label = ranking.best
         else:
             label = names[0] if names else None

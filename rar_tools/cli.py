@@ -17,9 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from rar_tools.errors import RarToolsError
+from rar_tools.images import IMAGE_SUFFIXES
 from rar_tools.settings import Settings
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +197,65 @@ def cmd_remove(tools, args) -> None:
     emit(result, args.json, lambda r: f"removed {r.removed} entries; {r.count} left in {r.memory!r}")
 
 
+def cmd_eval(tools, args) -> None:
+    from rar_tools.evaluation import EvalConfig, RunOptions, evaluate, load_dataset
+    from rar_tools.evaluation.protocol import QUERIES_FILE
+
+    dataset = load_dataset(args.dataset, args.format, args.split_ratio, args.seed)
+    config = EvalConfig(
+        shots=tuple(args.shots),
+        methods=tuple(args.methods),
+        seed=args.seed,
+        shot_sampler=args.shot_sampler,
+        limit=args.limit,
+        k=args.k,
+        rank_mode=args.rank_mode,
+        icl=args.icl,
+    )
+    out = Path(args.out) if args.out else Path("rar-eval") / dataset.name
+    keep = Path(args.keep_memory) if args.keep_memory else None
+    options = RunOptions(resume=args.resume, overwrite=args.overwrite, keep_memory=keep)
+    report, paths = evaluate(tools.settings, dataset, config, out, options)
+    if report.warning:
+        print(f"rar-tools: {report.warning}", file=sys.stderr)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+        return
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in [*paths.values(), out / QUERIES_FILE]))
+
+
+def add_eval_flags(sub: argparse.ArgumentParser) -> None:
+    from rar_tools.evaluation import METHODS
+
+    sub.add_argument("dataset", help="an ImageFolder tree, a CUB-layout folder, or a CSV of path,label[,split]")
+    sub.add_argument("--format", choices=["auto", "folder", "cub", "csv"], default="auto")
+    sub.add_argument("--split-ratio", type=float, help="train fraction per class, for data without a split")
+    sub.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="images per class in memory")
+    sub.add_argument("--seed", type=int, default=0, help="seeds the shot sampler, the query subset and splits")
+    sub.add_argument(
+        "--shot-sampler",
+        choices=["seeded", "first"],
+        default="seeded",
+        help="n-shot images per class: a seeded random choice, or the first n in data set order (as RAR's code)",
+    )
+    sub.add_argument("--limit", type=int, help="evaluate a seeded subset of this many test images")
+    sub.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD", help=", ".join(METHODS)
+    )
+    sub.add_argument("--k", type=int, default=5, help="labels retrieved for the MLLM to rank")
+    sub.add_argument("--rank-mode", choices=["score", "generate"], default="score")
+    sub.add_argument("--icl", action="store_true", help="add a worked answer-format example to the prompt")
+    sub.add_argument("--out", help="folder for report.json, report.md, accuracy.png, queries.jsonl")
+    sub.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    sub.add_argument("--overwrite", action="store_true", help="discard the results already in --out")
+    sub.add_argument(
+        "--keep-memory",
+        metavar="DIR",
+        help="build the evaluation memories in data folder DIR and keep them (default: a temporary folder)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_settings_flags(common)
@@ -254,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     memories = command("memories", cmd_memories, "list memories with their counts")
     memories.add_argument("--max-labels", type=int, default=100)
+
+    evaluation = command(
+        "eval",
+        cmd_eval,
+        "measure accuracy on a labelled image set with RAR's few-shot protocol "
+        "(memories go to a temporary folder, never to --data-dir)",
+    )
+    add_eval_flags(evaluation)
 
     remove = command("remove", cmd_remove, "remove entries by id and/or label")
     remove.add_argument("memory")

@@ -20,6 +20,7 @@ from rar_tools.errors import ImageInputError
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.I)
 BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=_-]+$")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
 @dataclass(frozen=True)

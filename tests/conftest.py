@@ -164,3 +164,16 @@ def settings(tmp_path: Path, clip_model: str, chroma_database: tuple[str | None,
 @pytest.fixture
 def tools(settings: Settings) -> RarTools:
     return RarTools(settings)
+
+
+@pytest.fixture
+def labelled_folder(tmp_path: Path) -> Path:
+    """An ImageFolder data set, `labelled/{train,test}/<colour>_thing/<n>.png`: three visually distinct
+    classes, four train and three test images each. Labels carry underscores, as data sets do."""
+    root = tmp_path / "labelled"
+    for c_index, colour in enumerate(("red", "green", "blue")):
+        for split, count in (("train", 4), ("test", 3)):
+            for n in range(count):
+                seed = 100 * c_index + (50 if split == "test" else 0) + n
+                make_image(root / split / f"{colour}_thing" / f"{n}.png", colour, seed=seed)
+    return root

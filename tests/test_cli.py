@@ -111,3 +111,24 @@ def test_rank_and_recognize_with_a_ranker_model(
     assert main(["recognize", "colours", image, "--k", "3", "--mode", "generate", *common]) == 0
     out = capsys.readouterr().out
     assert out.startswith("label: ") and "generate mode" in out and "model answer:" in out
+
+
+def test_eval_prints_the_table_and_writes_the_outputs(run, labelled_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    code, printed = run(
+        "eval", str(labelled_folder), "--shots", "1", "2", "--limit", "3", "--methods", "clip-zero-shot", "clip-knn",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0 and "| CLIP kNN | – | " in printed
+    assert "TEST WEIGHTS, NOT A RESULT" in run.err
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "queries.jsonl", "report.json", "report.md"]
+    assert not (tmp_path / "data").exists()  # --data-dir, the user's memories, is never used
+
+
+def test_eval_into_a_used_folder_needs_resume(run, labelled_folder: Path, tmp_path: Path) -> None:
+    args = ("eval", str(labelled_folder), "--shots", "1", "--limit", "2", "--methods", "clip-knn")
+    run(*args, "--out", str(tmp_path / "eval"))
+    code, _ = run(*args, "--out", str(tmp_path / "eval"))
+    assert code == 2 and "pass --resume" in run.err
+    code, printed = run(*args, "--out", str(tmp_path / "eval"), "--resume", "--json")
+    assert code == 0 and json.loads(printed)["run"]["queries_reused"] == 2

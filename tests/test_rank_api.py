@@ -65,3 +65,12 @@ def test_injected_label_stays_one_candidate_among_the_others(qwen_tools: RarTool
 def test_icl_variant_ranks(qwen_tools: RarTools, image_folder: Path) -> None:
     out = qwen_tools.rank(str(image_folder / "red" / "0.png"), ["Blue Jay", "Cardinal"], mode="generate", icl=True)
     assert out.mode == "generate" and out.fallback in ("none", "partial", "full")
+
+
+def test_ranking_a_loaded_image_matches_ranking_its_file(qwen_tools: RarTools, image_folder: Path) -> None:
+    path = str(image_folder / "red" / "0.png")
+    candidates = ["Blue Jay", "Cardinal", "Robin"]
+    from_file = qwen_tools.rank(path, candidates)
+    from_loaded = qwen_tools.rank_loaded(qwen_tools.load(path), candidates)
+    assert [c.label for c in from_loaded.ranked] == [c.label for c in from_file.ranked]
+    assert [c.score for c in from_loaded.ranked] == pytest.approx([c.score for c in from_file.ranked])

@@ -139,3 +139,33 @@ def test_k_out_of_range_is_refused(tools: RarTools, image_folder: Path, k: int) 
     tools.add_labels("zs", ["a"])
     with pytest.raises(MemoryStoreError, match="k must be an integer from 1 to 50"):
         tools.retrieve("zs", str(image_folder / "red" / "0.png"), k=k)
+
+
+def test_retrieval_from_an_embedding_matches_retrieval_from_the_image(tools: RarTools, image_folder: Path) -> None:
+    for colour in ("red", "green", "blue"):
+        tools.add_images("colours", [str(image_folder / colour / "0.png")], colour)
+    query = str(image_folder / "green" / "1.png")
+    embedding = tools.encoder.encode_images([tools.load(query).image])[0]
+    from_embedding = tools.retrieve_embedding("colours", embedding, k=3, mode="image")
+    from_image = tools.retrieve("colours", query, k=3, mode="image")
+    assert from_embedding.candidates == from_image.candidates
+    assert set(from_embedding.timings) == {"search_s"}
+
+
+def test_precomputed_entries_are_stored_and_retrieved(tools: RarTools, image_folder: Path) -> None:
+    loaded = [tools.load(str(image_folder / colour / "0.png")) for colour in ("red", "blue")]
+    embeddings = tools.encoder.encode_images([item.image for item in loaded])
+    entries = [
+        NewEntry(label=label, kind="image", sha256=item.sha256, embedding=vector)
+        for label, item, vector in zip(("red", "blue"), loaded, embeddings)
+    ]
+    result = tools.add_entries("pre", entries)
+    assert (result.added, result.count, result.kind) == (2, 2, "image")
+    assert tools.retrieve_embedding("pre", embeddings[1], k=1).candidates[0].label == "blue"
+
+
+def test_entries_of_mixed_kinds_are_refused(tools: RarTools) -> None:
+    vector = unit(np.ones(tools.encoder.dim))
+    entries = [NewEntry("a", "image", "x", vector), NewEntry("a", "text", "y", vector)]
+    with pytest.raises(MemoryStoreError, match="all of one kind"):
+        tools.add_entries("pre", entries)

@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from rar_tools.ranking.prompts import ranking_prompt
+from rar_tools.testing.marker import write_marker
 
 VOCAB_SIZE = 1024
 # Larger than the usual 0.02 so that positions and context visibly change the outputs (tests rely on it).
@@ -246,6 +247,7 @@ def save_model(model_cls, config, processor, out_dir: Path, seed: int) -> Path:
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+    write_marker(out_dir, config.model_type)
     return out_dir
 
 

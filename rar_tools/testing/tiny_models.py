@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from rar_tools.testing.marker import write_marker
+
 TINY_CLIP_CONFIG = {
     "model_cfg": {
         "embed_dim": 32,
@@ -44,6 +46,7 @@ def write_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / "open_clip_model.safetensors"))
     (out_dir / "open_clip_config.json").write_text(json.dumps(TINY_CLIP_CONFIG, indent=2))
+    write_marker(out_dir, "clip")
     return out_dir
 
 
