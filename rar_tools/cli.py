@@ -23,7 +23,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per settings field; unset flags leave the environment and defaults in charge."""
+    """One flag per settings field; unset flags leave the environment and defaults in charge.
+    Booleans are switches, Literals have choices, lists are repeatable flags."""
     group = parser.add_argument_group("settings (also RAR_TOOLS_* environment variables)")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -31,6 +32,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         annotation = field.annotation
         if annotation is bool:
             group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
+            continue
+        if typing.get_origin(annotation) is list:
+            group.add_argument(flag, action="append", default=argparse.SUPPRESS, help=help_text, metavar=name.upper())
             continue
         choices = literal_choices(annotation)
         group.add_argument(
@@ -93,6 +97,7 @@ def read_label_file(path: Path) -> list[tuple[str, str | None, str | None]]:
 def cmd_serve(tools, args) -> None:
     from rar_tools.server import run_server
 
+    tools.claim_data_dir()  # a second server on the same data dir stops here, with the holder's pid
     run_server(tools)
 
 
