@@ -127,6 +127,7 @@ def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image
     """Decode bytes into an RGB image: size-checked before decoding, EXIF-rotated, first frame."""
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on damaged files: refused or tolerated here
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
@@ -140,11 +141,11 @@ def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image
         raise ImageInputError(f"{name} is too large to decode safely ({exc})") from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageInputError(f"{name} is not an image format Pillow can decode") from exc
-    except Exception as exc:  # Pillow's decoders raise many types on malformed data
+    except Exception as exc:  # Pillow's plugins raise many types on malformed data (struct.error, IndexError...)
         raise ImageInputError(f"{name} is damaged or truncated ({type(exc).__name__}: {exc})") from exc
     try:
         return to_rgb(ImageOps.exif_transpose(image) or image)
-    except Exception as exc:  # modes without an RGB conversion (e.g. LAB), malformed EXIF
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # modes without an RGB conversion, malformed EXIF
         raise ImageInputError(f"{name} cannot be converted to RGB ({type(exc).__name__}: {exc})") from exc
 
 
