@@ -262,9 +262,11 @@ class MemoryStore:
             where=where,
             include=["metadatas", "distances"],
         )
+        # An entry removed by another thread during the search comes back without metadata: skip it.
         return [
             Hit(id=i, similarity=1.0 - float(d), metadata=m)
             for i, d, m in zip(result["ids"][0], result["distances"][0], result["metadatas"][0])
+            if m is not None
         ]
 
     def best_exemplar_file(
@@ -279,8 +281,8 @@ class MemoryStore:
             include=["metadatas"],
         )
         for metadata in result["metadatas"][0]:
-            path = self.data_dir / metadata["image_file"]
-            if path.is_file():
+            path = self.data_dir / metadata["image_file"] if metadata else None
+            if path is not None and path.is_file():
                 return path
         return None
 
