@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import numpy as np
 import pytest
+from mcp import Client
 from PIL import Image
 
 from rar_tools.api import RarTools
@@ -62,3 +69,47 @@ def settings(tmp_path: Path, clip_model: str) -> Settings:
 @pytest.fixture
 def tools(settings: Settings) -> RarTools:
     return RarTools(settings)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_for_http_server(url: str, process: subprocess.Popen, deadline: float) -> None:
+    """Poll `list_memories` at `url` until the server answers."""
+    while True:
+        try:
+            async with Client(url) as client:
+                await client.call_tool("list_memories", {})
+                return
+        except Exception:
+            assert process.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the server did not answer in time"
+            await anyio.sleep(0.3)
+
+
+@pytest.fixture
+def http_server(tmp_path: Path, clip_model: str) -> Iterator[Callable[..., str]]:
+    """Start `rar-tools serve --transport http` on a free 127.0.0.1 port (data in tmp_path/data,
+    the tiny CLIP, plus any extra flags); returns its /mcp URL once it answers. Stopped afterwards."""
+    processes: list[subprocess.Popen] = []
+
+    def start(*flags: str) -> str:
+        port = free_port()
+        command = [sys.executable, "-m", "rar_tools", "serve", "--data-dir", str(tmp_path / "data")]
+        command += ["--clip-model", clip_model, "--transport", "http", "--port", str(port), *flags]
+        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        url = f"http://127.0.0.1:{port}/mcp"
+        anyio.run(wait_for_http_server, url, processes[-1], time.monotonic() + 90)
+        return url
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -89,34 +87,12 @@ def test_serve_help_lists_the_settings(flag: str) -> None:
     assert "--clip-model" in out.stdout and "RAR_TOOLS_CLIP_MODEL" in out.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def test_streamable_http_transport_serves_tools(http_server) -> None:
+    url = http_server("--no-ranker")
 
+    async def list_memories() -> dict:
+        async with Client(url) as client:
+            return (await client.call_tool("list_memories", {})).structured_content
 
-async def list_memories_over_http(url: str, deadline: float) -> dict:
-    while True:
-        try:
-            async with Client(url) as client:
-                return (await client.call_tool("list_memories", {})).structured_content
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await anyio.sleep(0.5)
-
-
-def test_streamable_http_transport_serves_tools(tmp_path: Path, clip_model: str) -> None:
-    port = free_port()
-    params = serve_params(tmp_path / "data", clip_model)
-    process = subprocess.Popen(
-        [params.command, *params.args, "--transport", "http", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        listing = anyio.run(list_memories_over_http, f"http://127.0.0.1:{port}/mcp", time.monotonic() + 60)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    listing = anyio.run(list_memories)
     assert listing["memories"] == [] and listing["data_dir"].endswith("data")
