@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,6 +60,19 @@ def image_folder(tmp_path: Path) -> Path:
         for n in range(3):
             make_image(root / colour / f"{n}.png", colour, seed=10 * c_index + n)
     return root
+
+
+@pytest.fixture(scope="session")
+def decompression_bomb() -> bytes:
+    """A tiny PNG whose header claims 100,000 x 100,000 pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture

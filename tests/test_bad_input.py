@@ -11,9 +11,7 @@ import base64
 import io
 import os
 import shutil
-import struct
 import tempfile
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -49,18 +47,6 @@ def noise(size: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8))
 
 
-def huge_png_header(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims a huge size (a decompression bomb)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-    )
-
-
 def frames(fmt: str, colours: list[tuple[int, int, int]]) -> bytes:
     """A multi-frame GIF or multi-page TIFF, one solid colour per frame."""
     images = [Image.new("RGB", (8, 8), colour) for colour in colours]
@@ -71,7 +57,6 @@ BAD_FILES: dict[str, bytes] = {
     "good.png": encoded(Image.new("RGB", (20, 16), (220, 30, 30)), "PNG"),
     "notes.png": b"just some text, not pixels\n" * 10,
     "cut.jpg": encoded(noise(64), "JPEG")[:400],
-    "bomb.png": huge_png_header(100_000, 100_000),
     "zero.png": b"",
     "big.png": encoded(noise(200, seed=1), "PNG"),
 }
@@ -113,7 +98,7 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, clip_model: str) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, clip_model: str, decompression_bomb: bytes) -> Iterator[Served]:
     """Tools limited to `inputs/`, with memory `m` holding one exemplar image and two label texts."""
     root = tmp_path_factory.mktemp("bad-input")
     inputs, outside = root / "inputs", root / "outside"
@@ -123,6 +108,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, clip_model: str) -> Iterato
         (inputs / name).write_bytes(data)
     for name, (data, _) in ODD_FILES.items():
         (inputs / name).write_bytes(data)
+    (inputs / "bomb.png").write_bytes(decompression_bomb)
     (outside / "elsewhere.png").write_bytes(BAD_FILES["good.png"])
     (inputs / "escape.png").symlink_to(outside / "elsewhere.png")
     assert len(BAD_FILES["big.png"]) > BYTE_LIMIT
@@ -207,6 +193,7 @@ BAD_IMAGES: dict[str, tuple[str, str]] = {
     "symlink-out-of-allowed-folder": (f"{INPUTS}/escape.png", "outside the folders this server may read"),
     "nul-in-path": (f"{INPUTS}/go\x00od.png", "cannot be"),
     "unknown-user-home": ("~no-such-user-here/x.png", "cannot be expanded"),
+    "over-long-path": (f"{INPUTS}/{'a' * 5000}.png", "cannot be read: File name too long"),
 }
 
 

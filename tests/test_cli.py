@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,32 @@ def test_every_setting_is_a_flag() -> None:
     help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
     for name in Settings.model_fields:
         assert "--" + name.replace("_", "-") in help_text
+
+
+def test_allow_dir_is_a_repeatable_flag(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    args = build_parser().parse_args(["serve", "--allow-dir", str(tmp_path / "a"), "--allow-dir", str(tmp_path / "b")])
+    assert settings_from(args).allow_dir == [tmp_path / "a", tmp_path / "b"]
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json-list", "pathsep-joined"])
+def test_allow_dir_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_json: bool) -> None:
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+    value = json.dumps([str(f) for f in folders]) if as_json else os.pathsep.join(str(f) for f in folders)
+    monkeypatch.setenv("RAR_TOOLS_ALLOW_DIR", value)
+    assert settings_from(build_parser().parse_args(["serve"])).allow_dir == folders
+
+
+def test_an_image_outside_the_allowed_folder_is_refused(run, image_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "only-here").mkdir()
+    run("add-labels", "m", "red")
+    code, _ = run("retrieve", "m", str(image_folder / "red" / "0.png"), "--allow-dir", str(tmp_path / "only-here"))
+    assert code == 2 and "outside the folders this server may read" in run.err
+
+
+def test_a_missing_allowed_folder_is_an_invalid_setting(run, tmp_path: Path) -> None:
+    code, _ = run("memories", "--allow-dir", str(tmp_path / "missing"))
+    assert code == 2 and "does not exist or is not a folder" in run.err
