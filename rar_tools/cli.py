@@ -54,8 +54,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def image_argument(value: str) -> str:
-    """A CLI image path becomes absolute; base64 and data: URLs pass through."""
-    if value.startswith("data:") or (len(value) > 256 and "/" not in value[:64]):
+    """A CLI image path becomes absolute; base64, data: and http(s) URLs pass through."""
+    if value.startswith(("data:", "http://", "https://")) or (len(value) > 256 and "/" not in value[:64]):
         return value
     return str(Path(value).expanduser().absolute())
 

@@ -36,12 +36,14 @@ POLL_S = 0.1
 
 @dataclass
 class DataDirLock:
-    """This process's hold on one data folder: the locked file, its users, and the write lock."""
+    """This process's hold on one data folder: the locked file, its users, the write lock, and
+    whether a store has tidied the folder since the lock was taken."""
 
     data_dir: Path
     handle: IO[str] | None
     users: int = 1
     writes: threading.RLock = field(default_factory=threading.RLock)
+    tidied: bool = False
 
 
 _held: dict[Path, DataDirLock] = {}

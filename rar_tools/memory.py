@@ -114,8 +114,10 @@ class MemoryStore:
         self._owns_client = client is None
         self._closed = False
         try:
-            if self._lock.users == 1:
-                remove_partial_files(self.images_dir)
+            with self._lock.writes:
+                if not self._lock.tidied:  # first store since this process took the folder
+                    remove_partial_files(self.images_dir)
+                    self._lock.tidied = True
             self.client = client if client is not None else open_persistent_client(self.data_dir / "chroma")
             self.max_batch = int(self.client.get_max_batch_size())
         except BaseException:

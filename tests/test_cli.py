@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rar_tools.cli import build_parser, main, read_label_file, settings_from
+from rar_tools.cli import build_parser, image_argument, main, read_label_file, settings_from
 from rar_tools.errors import RarToolsError
 
 
@@ -119,3 +119,15 @@ def test_an_image_outside_the_allowed_folder_is_refused(run, image_folder: Path,
 def test_a_missing_allowed_folder_is_an_invalid_setting(run, tmp_path: Path) -> None:
     code, _ = run("memories", "--allow-dir", str(tmp_path / "missing"))
     assert code == 2 and "does not exist or is not a folder" in run.err
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.org/bird.jpg", "http://127.0.0.1:8000/a.png", "data:image/png;base64,AA"]
+)
+def test_urls_pass_through_unchanged(url: str) -> None:
+    assert image_argument(url) == url
+
+
+def test_relative_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert image_argument("photos/a.png") == str(tmp_path / "photos" / "a.png")

@@ -56,11 +56,25 @@ def test_close_is_idempotent(tmp_path: Path) -> None:
     other.close()
 
 
-def test_leftover_partial_exemplar_files_are_removed_on_open(tmp_path: Path) -> None:
-    partial = tmp_path / "images" / "ab" / ".tmp-killed-mid-write.jpg"
+def leave_partial_file(data_dir: Path) -> Path:
+    """A temporary exemplar file as a process killed mid-write leaves it."""
+    partial = data_dir / "images" / "ab" / ".tmp-killed-mid-write.jpg"
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"\xff\xd8 half a jpeg")
+    return partial
+
+
+def test_leftover_partial_exemplar_files_are_removed_on_open(tmp_path: Path) -> None:
+    partial = leave_partial_file(tmp_path)
     MemoryStore(tmp_path).close()
+    assert not partial.exists()
+
+
+def test_partial_files_are_removed_when_the_server_claimed_the_folder_first(tmp_path: Path) -> None:
+    partial = leave_partial_file(tmp_path)
+    claim = lock_data_dir(tmp_path)  # what `serve` does at start, before any store opens
+    MemoryStore(tmp_path).close()
+    unlock_data_dir(claim)
     assert not partial.exists()
 
 
