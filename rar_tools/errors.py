@@ -30,6 +30,6 @@ class ModelLoadError(RarToolsError):
 def describe(value: object, limit: int = 60) -> str:
     """A short, safe rendering of a caller's value for error messages: quoted, escaped, capped."""
     if not isinstance(value, str):
-        return f"a {type(value).__name__}"
+        return repr(value)[:limit]
     text = value if len(value) <= limit else value[:limit] + f"... ({len(value)} chars)"
     return repr(text)

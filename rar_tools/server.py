@@ -21,6 +21,7 @@ from rar_tools import __version__
 from rar_tools.api import RarTools
 from rar_tools.errors import RarToolsError
 from rar_tools.lazy import BackgroundModel
+from rar_tools.memory import MEMORY_NAME
 from rar_tools.schemas import AddResult, MemoryList, RankOutput, RecognizeResult, RemoveResult, RetrieveResult
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ image URLs only when started with --allow-urls; send base64 when a path or URL i
 MemoryName = Annotated[
     str,
     Field(
-        json_schema_extra={"minLength": 1, "maxLength": 64, "pattern": r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"},
+        json_schema_extra={"minLength": 1, "maxLength": 64, "pattern": f"^{MEMORY_NAME.pattern}$"},
         description="memory name: 1-64 letters, digits, '.', '_', '-', alphanumeric at both ends",
     ),
 ]
