@@ -26,7 +26,7 @@ def resolve_allowed(path: Path, allowed_dirs: Sequence[Path]) -> Path:
         resolved = path.resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, NUL characters
         raise ImageInputError(f"image path {describe(str(path))} cannot be resolved ({exc})") from exc
-    if allowed_dirs and not any(resolved.is_relative_to(folder) for folder in allowed_dirs):
+    if allowed_dirs and not any(resolved.is_relative_to(Path(folder).resolve()) for folder in allowed_dirs):
         folders = ", ".join(repr(str(folder)) for folder in allowed_dirs)
         raise ImageInputError(
             f"image path {describe(str(path))} is outside the folders this server may read "

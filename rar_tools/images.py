@@ -30,7 +30,7 @@ PARTIAL_PREFIX = ".tmp-"
 class ImageLimits:
     """What an image input may read and cost: bytes, pixels, folders and URLs.
 
-    `allowed_dirs` (resolved folders): when not empty, image paths must resolve inside one of them.
+    `allowed_dirs`: when not empty, image paths must resolve (symlinks followed) inside one of them.
     `allow_urls`: fetch http(s) URLs, at most `max_bytes` within `url_timeout_s` seconds.
     """
 
