@@ -59,8 +59,12 @@ def lock_data_dir(data_dir: Path, wait_s: float = 3.0) -> DataDirLock:
         if held is not None:
             held.users += 1
             return held
-        data_dir.mkdir(parents=True, exist_ok=True)
-        held = DataDirLock(data_dir, acquire_file_lock(data_dir / LOCK_FILE, wait_s))
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            handle = acquire_file_lock(data_dir / LOCK_FILE, wait_s)
+        except OSError as exc:
+            raise MemoryStoreError(f"cannot use the data folder {str(data_dir)!r}: {exc.strerror or exc}") from exc
+        held = DataDirLock(data_dir, handle)
         _held[data_dir] = held
         return held
 

@@ -78,6 +78,12 @@ def test_partial_files_are_removed_when_the_server_claimed_the_folder_first(tmp_
     assert not partial.exists()
 
 
+def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(MemoryStoreError, match="cannot use the data folder .*file/data"):
+        MemoryStore(tmp_path / "file" / "data")
+
+
 def test_without_fcntl_the_folder_is_used_with_a_clear_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
