@@ -11,6 +11,7 @@ The MCP server and the CLI are thin layers over these methods.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from rar_tools.encoder import ClipEncoder, EncoderIdentity, create_encoder
 from rar_tools.errors import ImageInputError, MemoryStoreError, RankerError, RarToolsError
 from rar_tools.images import ImageLimits, LoadedImage, load_image, store_image, thumbnail_jpeg
 from rar_tools.lazy import BackgroundModel
+from rar_tools.locking import DataDirLock, lock_data_dir, unlock_data_dir
 from rar_tools.memory import MemoryStore, NewEntry, check_memory_name, entry_id, open_http_client
 from rar_tools.ranking import Ranker, RankerConfig, RankMode, RankRequest, create_ranker
 from rar_tools.ranking.prompts import MAX_CANDIDATES, MIN_CANDIDATES
@@ -57,6 +59,8 @@ def check_label(label: str, what: str = "label", error: type[RarToolsError] = Me
         raise error(f"{what} must be a string")
     if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in label):
         raise error(f"{what} {label[:60]!r} contains control characters")
+    if any(unicodedata.category(ch) == "Cs" for ch in label):
+        raise error(f"{what} {label[:60]!r} contains lone surrogates, which are not text")
     cleaned = " ".join(label.split())
     if not cleaned:
         raise error(f"{what} is empty")
@@ -70,12 +74,22 @@ def optional_label(value: str | None, what: str) -> str | None:
 
 
 class RarTools:
-    """Encoder, memory store and (later) ranker, created from one `Settings`."""
+    """Encoder, memory store and ranker, created from one `Settings`. Safe to call from many
+    threads at once: each model runs one call at a time, and the store serialises its writes."""
 
     def __init__(self, settings: Settings | None = None, *, store: MemoryStore | None = None) -> None:
         self.settings = settings or Settings()
-        self.limits = ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels)
+        s = self.settings
+        self.limits = ImageLimits(
+            max_bytes=s.max_image_bytes,
+            max_pixels=s.max_image_pixels,
+            allowed_dirs=tuple(s.allow_dir),
+            allow_urls=s.allow_urls,
+            url_timeout_s=s.url_timeout,
+        )
         self._store = store
+        self._store_lock = threading.Lock()
+        self._claim: DataDirLock | None = None
         self.clip = BackgroundModel("CLIP encoder", self._load_encoder)
         self.mllm = BackgroundModel("MLLM ranker", self._load_ranker)
 
@@ -114,11 +128,29 @@ class RarTools:
 
     @property
     def store(self) -> MemoryStore:
-        if self._store is None:
-            s = self.settings
-            client = open_http_client(s.chroma_url, s.chroma_database) if s.chroma_url else None
-            self._store = MemoryStore(s.data_dir, client)
-        return self._store
+        """The memory store, opened (and its data folder locked) on first use."""
+        with self._store_lock:
+            if self._store is None:
+                s = self.settings
+                client = open_http_client(s.chroma_url, s.chroma_database) if s.chroma_url else None
+                self._store = MemoryStore(s.data_dir, client)
+            return self._store
+
+    def claim_data_dir(self) -> None:
+        """Lock the data folder for this process now, without opening the store: a server does
+        this at start, so a second server on the same folder is refused at once."""
+        if self._claim is None:
+            self._claim = lock_data_dir(self.settings.data_dir)
+
+    def close(self) -> None:
+        """Close the store and release the data folder (models stay loaded)."""
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+        if self._claim is not None:
+            unlock_data_dir(self._claim)
+            self._claim = None
 
     @property
     def encoder(self) -> ClipEncoder:
@@ -177,9 +209,10 @@ class RarTools:
                         raise
                     skipped.append(SkippedInput(source=str(source), reason=str(exc)))
             if loaded:
-                outcome = self.store.add(
-                    memory, encoder.identity, self._image_entries(encoder, loaded, label, category, parent)
-                )
+                embeddings = encoder.encode_images([item.image for item in loaded])
+                with self.store.write_lock:  # exemplar files and their entries, never split by a removal
+                    entries = self._image_entries(loaded, embeddings, label, category, parent)
+                    outcome = self.store.add(memory, encoder.identity, entries)
                 added += len(outcome.added)
                 present += len(outcome.already_present)
                 ids += outcome.added + outcome.already_present
@@ -188,10 +221,14 @@ class RarTools:
         return self._add_result(memory, "image", added, present, ids, skipped)
 
     def _image_entries(
-        self, encoder: ClipEncoder, loaded: list[LoadedImage], label: str, category: str | None, parent: str | None
+        self,
+        loaded: list[LoadedImage],
+        embeddings: np.ndarray,
+        label: str,
+        category: str | None,
+        parent: str | None,
     ) -> list[NewEntry]:
-        """Embed a batch and write its exemplar files (before any entry can point at them)."""
-        embeddings = encoder.encode_images([item.image for item in loaded])
+        """Write a batch's exemplar files (before any entry can point at them) and describe its entries."""
         entries = []
         for item, embedding in zip(loaded, embeddings):
             path = store_image(self.store.images_dir, item, self.settings.stored_image_side)
@@ -440,7 +477,7 @@ class RarTools:
             path = None
             if sum(im is not None for im in shown) < MAX_EXEMPLARS_SHOWN:
                 path = self.store.best_exemplar_file(memory, encoder.identity, embedding, name)
-            shown.append(Image.open(path).convert("RGB") if path else None)
+            shown.append(open_exemplar(path) if path else None)
         return tuple(shown)
 
     def recognize(
@@ -485,6 +522,16 @@ class RarTools:
                 "total_s": time.perf_counter() - started,
             },
         )
+
+
+def open_exemplar(path: Path) -> Image.Image | None:
+    """A stored exemplar as RGB, or None if a concurrent removal deleted it meanwhile."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError:
+        log.warning("stored exemplar %s vanished or is unreadable; shown without it", path.name)
+        return None
 
 
 def check_candidates(candidates: Sequence[str]) -> list[str]:

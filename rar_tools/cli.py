@@ -22,7 +22,8 @@ from rar_tools.settings import Settings
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per settings field; unset flags leave the environment and defaults in charge."""
+    """One flag per settings field; unset flags leave the environment and defaults in charge.
+    Booleans are switches, Literals have choices, lists are repeatable flags."""
     group = parser.add_argument_group("settings (also RAR_TOOLS_* environment variables)")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -30,6 +31,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         annotation = field.annotation
         if annotation is bool:
             group.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
+            continue
+        if typing.get_origin(annotation) is list:
+            group.add_argument(flag, action="append", default=argparse.SUPPRESS, help=help_text, metavar=name.upper())
             continue
         choices = literal_choices(annotation)
         group.add_argument(
@@ -49,8 +53,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def image_argument(value: str) -> str:
-    """A CLI image path becomes absolute; base64 and data: URLs pass through."""
-    if value.startswith("data:") or (len(value) > 256 and "/" not in value[:64]):
+    """A CLI image path becomes absolute; base64, data: and http(s) URLs pass through."""
+    if value.startswith(("data:", "http://", "https://")) or (len(value) > 256 and "/" not in value[:64]):
         return value
     return str(Path(value).expanduser().absolute())
 
@@ -92,6 +96,7 @@ def read_label_file(path: Path) -> list[tuple[str, str | None, str | None]]:
 def cmd_serve(tools, args) -> None:
     from rar_tools.server import run_server
 
+    tools.claim_data_dir()  # a second server on the same data dir stops here, with the holder's pid
     run_server(tools)
 
 

@@ -42,7 +42,8 @@ def label_templates(kind: str) -> list[Callable[[str], str]]:
 
 
 class ClipEncoder:
-    """A loaded open_clip model with its preprocessing and tokenizer. Thread-safe."""
+    """A loaded open_clip model with its preprocessing and tokenizer. Thread-safe: the model and
+    tokenizer run under one lock (one call at a time); image preprocessing runs outside it."""
 
     def __init__(
         self,
@@ -83,8 +84,8 @@ class ClipEncoder:
         """(n, dim) unit-norm float32 embeddings of raw texts."""
         chunks = []
         for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[start : start + self.batch_size]))
-            with self._lock, torch.inference_mode():
+            with self._lock, torch.inference_mode():  # HF tokenizers are not safe to share across threads
+                tokens = self.tokenizer(list(texts[start : start + self.batch_size]))
                 features = self.model.encode_text(tokens.to(self.device))
             chunks.append(normalise(features))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)

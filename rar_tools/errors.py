@@ -25,3 +25,11 @@ class RankerError(RarToolsError):
 
 class ModelLoadError(RarToolsError):
     """A model failed to load (missing weights offline, out of GPU memory, bad path)."""
+
+
+def describe(value: object, limit: int = 60) -> str:
+    """A short, safe rendering of a caller's value for error messages: quoted, escaped, capped."""
+    if not isinstance(value, str):
+        return repr(value)[:limit]
+    text = value if len(value) <= limit else value[:limit] + f"... ({len(value)} chars)"
+    return repr(text)

@@ -1,4 +1,5 @@
-"""Images in: decode a path, base64 string or data URL into a safe RGB image; store exemplar copies."""
+"""Images in: decode a path, base64 string, data URL or (if allowed) http(s) URL into a safe RGB
+image; store exemplar copies."""
 
 from __future__ import annotations
 
@@ -8,46 +9,51 @@ import hashlib
 import io
 import os
 import re
+import stat
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from rar_tools.errors import ImageInputError
+from rar_tools.access import fetch_image_url, resolve_allowed
+from rar_tools.errors import ImageInputError, describe
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.I)
 BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=_-]+$")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+PARTIAL_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Bounds on what an image input may cost to read and decode."""
+    """What an image input may read and cost: bytes, pixels, folders and URLs.
+
+    `allowed_dirs`: when not empty, image paths must resolve (symlinks followed) inside one of them.
+    `allow_urls`: fetch http(s) URLs, at most `max_bytes` within `url_timeout_s` seconds.
+    """
 
     max_bytes: int = 20 * 2**20
     max_pixels: int = 40_000_000
+    allowed_dirs: tuple[Path, ...] = ()
+    allow_urls: bool = False
+    url_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A decoded RGB image, the sha256 of its encoded bytes, and its source path if any."""
+    """A decoded RGB image, the sha256 of its encoded bytes, and its source path or URL if any."""
 
     image: Image.Image
     sha256: str
     source_path: str | None
 
 
-def describe(source: str, limit: int = 60) -> str:
-    """A short, safe rendering of an image argument for error messages."""
-    text = source if len(source) <= limit else source[:limit] + f"... ({len(source)} chars)"
-    return repr(text)
-
-
 def read_image_bytes(source: str, limits: ImageLimits) -> tuple[bytes, str | None]:
-    """The encoded bytes of `source` (absolute path, base64 or data: URL) and the path if it was one."""
+    """The encoded bytes of `source` (absolute path, base64, data: URL or http(s) URL) and the
+    resolved path or URL if it was one."""
     if not isinstance(source, str) or not source.strip():
         raise ImageInputError("image is empty: give an absolute file path, base64 data or a data: URL")
     source = source.strip()
@@ -59,31 +65,48 @@ def read_image_bytes(source: str, limits: ImageLimits) -> tuple[bytes, str | Non
         return decode_base64(source[match.end() :], limits), None
     if source.startswith(("/", "~", "file://")) or re.match(r"^[A-Za-z]:[\\/]", source):
         return read_file(source, limits)
-    if source.startswith(("http://", "https://")):
-        raise ImageInputError("image URLs are not fetched: give an absolute file path, base64 or a data: URL")
+    if source.lower().startswith(("http://", "https://")):
+        if not limits.allow_urls:
+            raise ImageInputError(
+                "image URLs are not fetched (the server was not started with --allow-urls): "
+                "give an absolute file path, base64 or a data: URL"
+            )
+        return fetch_image_url(source, limits.max_bytes, limits.url_timeout_s), source
     if len(source) >= 16 and BASE64_CHARS.match(source):
         return decode_base64(source, limits), None
     raise ImageInputError(f"image {describe(source)} is neither an absolute file path nor base64 data nor a data: URL")
 
 
 def read_file(source: str, limits: ImageLimits) -> tuple[bytes, str]:
-    """Read an absolute image path, refusing missing files, folders and oversize files."""
-    path = Path(source.removeprefix("file://")).expanduser()
+    """Read an absolute image path inside the allowed folders: a regular file, never a folder or
+    device, and at most `max_bytes` even if it grows while being read."""
+    try:
+        path = Path(source.removeprefix("file://")).expanduser()
+    except RuntimeError as exc:  # ~user of an unknown user
+        raise ImageInputError(f"image path {describe(source)} cannot be expanded ({exc})") from exc
     if not path.is_absolute():
         raise ImageInputError(f"image path {describe(source)} is not absolute")
-    if not path.exists():
-        raise ImageInputError(f"image file {describe(str(path))} does not exist")
-    if not path.is_file():
-        raise ImageInputError(f"image path {describe(str(path))} is not a file")
-    size = path.stat().st_size
-    if size == 0:
-        raise ImageInputError(f"image file {describe(str(path))} is empty (0 bytes)")
-    if size > limits.max_bytes:
-        raise ImageInputError(f"image file {describe(str(path))} has {size} bytes; the limit is {limits.max_bytes}")
+    resolved = resolve_allowed(path, limits.allowed_dirs)
+    shown = describe(str(path))
     try:
-        return path.read_bytes(), str(path.resolve())
-    except OSError as exc:
-        raise ImageInputError(f"image file {describe(str(path))} cannot be read: {exc.strerror}") from exc
+        info = resolved.stat()
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise ImageInputError(f"image path {shown} is not a file: it is {kind}")
+        if info.st_size == 0:
+            raise ImageInputError(f"image file {shown} is empty (0 bytes)")
+        if info.st_size > limits.max_bytes:
+            raise ImageInputError(f"image file {shown} has {info.st_size} bytes; the limit is {limits.max_bytes}")
+        with open(resolved, "rb") as handle:
+            data = handle.read(limits.max_bytes + 1)
+    except FileNotFoundError as exc:
+        raise ImageInputError(f"image file {shown} does not exist") from exc
+    except (OSError, ValueError) as exc:  # permissions, over-long names, NUL characters
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ImageInputError(f"image file {shown} cannot be read: {reason}") from exc
+    if len(data) > limits.max_bytes:
+        raise ImageInputError(f"image file {shown} grew past the limit of {limits.max_bytes} bytes while read")
+    return data, str(resolved)
 
 
 def decode_base64(text: str, limits: ImageLimits) -> bytes:
@@ -105,6 +128,7 @@ def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image
     """Decode bytes into an RGB image: size-checked before decoding, EXIF-rotated, first frame."""
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on damaged files: refused or tolerated here
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
@@ -116,11 +140,14 @@ def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageInputError(f"{name} is too large to decode safely ({exc})") from exc
-    except UnidentifiedImageError as exc:
+    except Image.UnidentifiedImageError as exc:
         raise ImageInputError(f"{name} is not an image format Pillow can decode") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageInputError(f"{name} is damaged or truncated ({exc})") from exc
-    return to_rgb(ImageOps.exif_transpose(image) or image)
+    except Exception as exc:  # Pillow's plugins raise many types on malformed data (struct.error, IndexError...)
+        raise ImageInputError(f"{name} is damaged or truncated ({type(exc).__name__}: {exc})") from exc
+    try:
+        return to_rgb(ImageOps.exif_transpose(image) or image)
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # modes without an RGB conversion, malformed EXIF
+        raise ImageInputError(f"{name} cannot be converted to RGB ({type(exc).__name__}: {exc})") from exc
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -141,7 +168,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def load_image(source: str, limits: ImageLimits = ImageLimits()) -> LoadedImage:
     """Read and decode one image argument; every failure is an `ImageInputError` naming the problem."""
     data, path = read_image_bytes(source, limits)
-    name = f"image file {describe(path)}" if path else "image data"
+    kind = "image URL" if path and path.lower().startswith(("http://", "https://")) else "image file"
+    name = f"{kind} {describe(path)}" if path else "image data"
     image = decode_image(data, limits, name)
     return LoadedImage(image=image, sha256=hashlib.sha256(data).hexdigest(), source_path=path)
 
@@ -152,14 +180,15 @@ def stored_image_path(images_dir: Path, sha256: str) -> Path:
 
 
 def store_image(images_dir: Path, loaded: LoadedImage, max_side: int) -> Path:
-    """Keep a bounded JPEG copy of the image, written atomically; reuse an existing copy."""
+    """Keep a bounded JPEG copy of the image, written atomically (temporary file, fsync, rename);
+    reuse an existing copy."""
     target = stored_image_path(images_dir, loaded.sha256)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     copy = loaded.image.copy()
     copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".jpg")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX, suffix=".jpg")
     try:
         with os.fdopen(fd, "wb") as handle:
             copy.save(handle, format="JPEG", quality=92)
@@ -169,6 +198,7 @@ def store_image(images_dir: Path, loaded: LoadedImage, max_side: int) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    sync_folder(target.parent)
     return target
 
 
@@ -180,3 +210,17 @@ def thumbnail_jpeg(path: Path, max_side: int = 128, quality: int = 80) -> bytes:
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def sync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` durable before an entry points at it (POSIX; a no-op elsewhere)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

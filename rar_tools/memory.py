@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,12 +17,13 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.errors import EncoderMismatchError, MemoryStoreError
+from rar_tools.errors import EncoderMismatchError, MemoryStoreError, describe
+from rar_tools.locking import lock_data_dir, unlock_data_dir
 
 log = logging.getLogger(__name__)
 
 EntryKind = Literal["image", "text"]
-MEMORY_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+MEMORY_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
 COLLECTION_PREFIX = "rar-"
 SCHEMA_VERSION = 1
 HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max_neighbors": 32}
@@ -29,9 +31,9 @@ HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max
 
 def check_memory_name(name: str) -> str:
     """A memory name: 1-64 of letters, digits, '.', '_' and '-', alphanumeric at both ends."""
-    if not isinstance(name, str) or not MEMORY_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not MEMORY_NAME.fullmatch(name) or ".." in name:
         raise MemoryStoreError(
-            f"memory name {name!r} is invalid: use 1-64 letters, digits, '.', '_' or '-', "
+            f"memory name {describe(name)} is invalid: use 1-64 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit, without '..'"
         )
     return name
@@ -99,15 +101,44 @@ class MemorySummary:
 
 
 class MemoryStore:
-    """All memories under one data folder: `chroma/` (the index) and `images/` (exemplar copies)."""
+    """All memories under one data folder: `chroma/` (the index) and `images/` (exemplar copies).
 
-    def __init__(self, data_dir: Path, client: Any | None = None) -> None:
+    Opening a store locks its data folder for this process (see `locking`): another process that
+    opens the same folder is refused until this one closes the store or exits. Safe to share
+    between threads: Chroma locks internally, and writes here hold `write_lock`.
+    """
+
+    def __init__(self, data_dir: Path, client: Any | None = None, lock_wait_s: float = 3.0) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.images_dir = self.data_dir / "images"
-        if client is None:
-            client = open_persistent_client(self.data_dir / "chroma")
-        self.client = client
-        self.max_batch = int(client.get_max_batch_size())
+        self._lock = lock_data_dir(self.data_dir, lock_wait_s)
+        self._owns_client = client is None
+        self._closed = False
+        try:
+            with self._lock.writes:
+                if not self._lock.tidied:  # first store since this process took the folder
+                    remove_partial_files(self.images_dir)
+                    self._lock.tidied = True
+            self.client = client if client is not None else open_persistent_client(self.data_dir / "chroma")
+            self.max_batch = int(self.client.get_max_batch_size())
+        except BaseException:
+            unlock_data_dir(self._lock)
+            raise
+
+    @property
+    def write_lock(self) -> threading.RLock:
+        """Held while writing, so that an exemplar file and the entry pointing at it are written
+        together, never interleaved with a removal that deletes unused files (same process)."""
+        return self._lock.writes
+
+    def close(self) -> None:
+        """Close the Chroma client this store opened and release the data folder. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            self.client.close()
+        unlock_data_dir(self._lock)
 
     # -- collections -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -156,49 +187,52 @@ class MemoryStore:
 
         Exemplar image files must already be written: an entry never points at a missing file.
         """
-        collection = self.collection(name, identity, create=True)
-        outcome = AddOutcome()
-        ids = [entry_id(name, e.kind, e.sha256, e.label) for e in entries]
-        unique = dict(zip(ids, entries))
-        for chunk in chunks(list(unique), self.max_batch):
-            existing = set(collection.get(ids=chunk, include=[])["ids"])
-            outcome.already_present.extend(i for i in chunk if i in existing)
-            new = [i for i in chunk if i not in existing]
-            if not new:
-                continue
-            stamp = now()
-            collection.add(
-                ids=new,
-                embeddings=np.stack([unique[i].embedding for i in new]).astype(np.float32),
-                metadatas=[unique[i].metadata(stamp) for i in new],
-            )
-            outcome.added.extend(new)
-        return outcome
+        with self.write_lock:
+            collection = self.collection(name, identity, create=True)
+            outcome = AddOutcome()
+            ids = [entry_id(name, e.kind, e.sha256, e.label) for e in entries]
+            unique = dict(zip(ids, entries))
+            for chunk in chunks(list(unique), self.max_batch):
+                existing = set(collection.get(ids=chunk, include=[])["ids"])
+                outcome.already_present.extend(i for i in chunk if i in existing)
+                new = [i for i in chunk if i not in existing]
+                if not new:
+                    continue
+                stamp = now()
+                collection.add(
+                    ids=new,
+                    embeddings=np.stack([unique[i].embedding for i in new]).astype(np.float32),
+                    metadatas=[unique[i].metadata(stamp) for i in new],
+                )
+                outcome.added.extend(new)
+            return outcome
 
     def remove(self, name: str, ids: Iterable[str] | None = None, label: str | None = None) -> int:
         """Remove entries by id and/or by label; returns how many were removed. Exemplar files
         no other entry uses are deleted after the entries."""
-        collection = self.collection(name)
-        targets: dict[str, dict[str, Any]] = {}
-        if ids:
-            got = collection.get(ids=list(ids), include=["metadatas"])
-            targets.update(zip(got["ids"], got["metadatas"]))
-        if label is not None:
-            got = collection.get(where={"label": label}, include=["metadatas"])
-            targets.update(zip(got["ids"], got["metadatas"]))
-        for chunk in chunks(list(targets), self.max_batch):
-            collection.delete(ids=chunk)
-        self.delete_unused_files({m["sha256"] for m in targets.values() if m.get("image_file")})
-        return len(targets)
+        with self.write_lock:
+            collection = self.collection(name)
+            targets: dict[str, dict[str, Any]] = {}
+            if ids:
+                got = collection.get(ids=list(ids), include=["metadatas"])
+                targets.update(zip(got["ids"], got["metadatas"]))
+            if label is not None:
+                got = collection.get(where={"label": label}, include=["metadatas"])
+                targets.update(zip(got["ids"], got["metadatas"]))
+            for chunk in chunks(list(targets), self.max_batch):
+                collection.delete(ids=chunk)
+            self.delete_unused_files({m["sha256"] for m in targets.values() if m.get("image_file")})
+            return len(targets)
 
     def drop(self, name: str) -> int:
         """Delete a whole memory; returns the number of entries it held."""
-        collection = self.collection(name)
-        count = collection.count()
-        shas = {m["sha256"] for m in self.all_metadata(collection) if m.get("image_file")}
-        self.client.delete_collection(COLLECTION_PREFIX + name)
-        self.delete_unused_files(shas)
-        return count
+        with self.write_lock:
+            collection = self.collection(name)
+            count = collection.count()
+            shas = {m["sha256"] for m in self.all_metadata(collection) if m.get("image_file")}
+            self.client.delete_collection(COLLECTION_PREFIX + name)
+            self.delete_unused_files(shas)
+            return count
 
     def delete_unused_files(self, shas: set[str]) -> None:
         from rar_tools.images import stored_image_path
@@ -231,9 +265,11 @@ class MemoryStore:
             where=where,
             include=["metadatas", "distances"],
         )
+        # An entry removed by another thread during the search comes back without metadata: skip it.
         return [
             Hit(id=i, similarity=1.0 - float(d), metadata=m)
             for i, d, m in zip(result["ids"][0], result["distances"][0], result["metadatas"][0])
+            if m is not None
         ]
 
     def best_exemplar_file(
@@ -248,8 +284,8 @@ class MemoryStore:
             include=["metadatas"],
         )
         for metadata in result["metadatas"][0]:
-            path = self.data_dir / metadata["image_file"]
-            if path.is_file():
+            path = self.data_dir / metadata["image_file"] if metadata else None
+            if path is not None and path.is_file():
                 return path
         return None
 
@@ -294,7 +330,19 @@ def open_persistent_client(path: Path) -> Any:
     from chromadb.config import Settings as ChromaSettings
 
     path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    try:
+        return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
+    except Exception as exc:  # Chroma raises many types for a damaged or foreign folder
+        raise MemoryStoreError(f"cannot open the memory index at {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def remove_partial_files(images_dir: Path) -> None:
+    """Delete temporary exemplar files a killed process left half-written (they never got an entry)."""
+    from rar_tools.images import PARTIAL_PREFIX
+
+    for partial in images_dir.glob(f"*/{PARTIAL_PREFIX}*"):
+        partial.unlink(missing_ok=True)
+        log.info("removed a half-written exemplar file left by an interrupted add: %s", partial.name)
 
 
 def open_http_client(url: str, database: str = "default_database") -> Any:

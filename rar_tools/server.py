@@ -23,6 +23,7 @@ from rar_tools.api import RarTools
 from rar_tools.errors import RarToolsError
 from rar_tools.lazy import BackgroundModel
 from rar_tools.mcp_extras import register_prompts, register_resources
+from rar_tools.memory import MEMORY_NAME
 from rar_tools.schemas import (
     AddResult,
     Candidate,
@@ -41,15 +42,17 @@ Memories hold labelled exemplar images (few-shot) and label texts (zero-shot) as
 Typical flow: retrieve_candidates for an image, look at the candidates (add your own if you like),
 rank_candidates to let the multimodal LLM order them (or recognize to do both in one call), then,
 when the user confirms or corrects the label, add_to_memory so the next retrieval knows it.
-Images are absolute file paths on the server's machine, base64 data or data:image/... URLs."""
+Images are absolute file paths on the server's machine, base64 data or data:image/... URLs.
+The server may be limited to some folders (paths outside them are refused) and fetches http(s)
+image URLs only when started with --allow-urls; send base64 when a path or URL is refused."""
 
+# The schema states the memory-name rule; `check_memory_name` enforces it with our own message
+# (pydantic's "String should match pattern ..." would tell the caller much less).
 MemoryName = Annotated[
     str,
     Field(
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$",
-        description="memory name: letters, digits, '.', '_', '-', alphanumeric at both ends",
+        json_schema_extra={"minLength": 1, "maxLength": 64, "pattern": f"^{MEMORY_NAME.pattern}$"},
+        description="memory name: 1-64 letters, digits, '.', '_', '-', alphanumeric at both ends",
     ),
 ]
 ImageArg = Annotated[
@@ -57,7 +60,8 @@ ImageArg = Annotated[
     Field(
         min_length=1,
         max_length=30_000_000,
-        description="absolute image file path, base64 image data, or a data:image/...;base64, URL",
+        description="absolute image file path, base64 image data, a data:image/...;base64, URL, "
+        "or an http(s) URL where the server allows URLs",
     ),
 ]
 Label = Annotated[str, Field(min_length=1, max_length=200, description="a class label, e.g. 'Blue Jay'")]

@@ -3,12 +3,13 @@ variable (`RAR_TOOLS_CLIP_MODEL`); flags win over the environment, which wins ov
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_MEMORIES = Path(__file__).resolve().parent.parent / "memories"
 
@@ -52,6 +53,15 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(20 * 2**20, ge=1024, description="largest accepted image file or payload")
     max_image_pixels: int = Field(40_000_000, ge=1, description="largest accepted width x height")
 
+    # What the server may read
+    allow_dir: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="read image paths only inside this folder (repeatable; symlinks are resolved); "
+        "default: any path this process can read. Env: a JSON list or folders joined by os.pathsep",
+    )
+    allow_urls: bool = Field(False, description="fetch http(s) image URLs (capped at --max-image-bytes)")
+    url_timeout: float = Field(10.0, gt=0, le=300, description="seconds an image URL fetch may take in all")
+
     # Retrieval
     label_score: Literal["max", "sum-top3"] = Field(
         "max", description="how exemplar similarities become a label's score"
@@ -76,3 +86,29 @@ class Settings(BaseSettings):
     )
     model_wait_timeout: float = Field(600.0, gt=0, description="seconds a tool call waits for models to load")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="stderr log level")
+
+    @field_validator("allow_dir", mode="before")
+    @classmethod
+    def split_folders(cls, value: Any) -> Any:
+        """From the environment: a JSON list, or folders joined by os.pathsep (':' or ';')."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{text[:60]!r} is not a JSON list of folders ({exc})") from exc
+        return [part for part in text.split(os.pathsep) if part.strip()]
+
+    @field_validator("allow_dir")
+    @classmethod
+    def existing_folders(cls, folders: list[Path]) -> list[Path]:
+        """Each allowed folder, resolved (symlinks included); it must exist."""
+        resolved = []
+        for folder in folders:
+            path = folder.expanduser().resolve()
+            if not path.is_dir():
+                raise ValueError(f"allowed folder {str(folder)!r} does not exist or is not a folder")
+            resolved.append(path)
+        return resolved

@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import numpy as np
 import pytest
+from mcp import Client
 from PIL import Image
 
 from rar_tools.api import RarTools
@@ -112,6 +116,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("memory_backend", backends, indirect=True)
 
 
+@pytest.fixture(scope="session")
+def decompression_bomb() -> bytes:
+    """A tiny PNG whose header claims 100,000 x 100,000 pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
+
+
 @pytest.fixture
 def memory_backend(request: pytest.FixtureRequest) -> str:
     """Which store the memory tests run on: 'embedded' unless a test module parametrizes it."""
@@ -177,3 +194,44 @@ def labelled_folder(tmp_path: Path) -> Path:
                 seed = 100 * c_index + (50 if split == "test" else 0) + n
                 make_image(root / split / f"{colour}_thing" / f"{n}.png", colour, seed=seed)
     return root
+
+
+async def wait_for_http_server(url: str, process: subprocess.Popen, deadline: float) -> None:
+    """Poll `list_memories` at `url` until the server answers."""
+    while True:
+        try:
+            async with Client(url) as client:
+                await client.call_tool("list_memories", {})
+                return
+        except Exception:
+            assert process.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the server did not answer in time"
+            await anyio.sleep(0.3)
+
+
+@pytest.fixture
+def http_server(tmp_path: Path, clip_model: str) -> Iterator[Callable[..., str]]:
+    """Start `rar-tools serve --transport http` on a free 127.0.0.1 port (data in tmp_path/data,
+    the tiny CLIP, plus any extra flags); returns its /mcp URL once it answers. Stopped afterwards.
+    The n-th server started logs to tmp_path/server-n.log."""
+    processes: list[subprocess.Popen] = []
+
+    def start(*flags: str) -> str:
+        port = free_port()
+        command = [sys.executable, "-m", "rar_tools", "serve", "--data-dir", str(tmp_path / "data")]
+        command += ["--clip-model", clip_model, "--transport", "http", "--port", str(port), *flags]
+        log = (tmp_path / f"server-{len(processes)}.log").open("w")
+        processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log))
+        log.close()
+        url = f"http://127.0.0.1:{port}/mcp"
+        anyio.run(wait_for_http_server, url, processes[-1], time.monotonic() + 90)
+        return url
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)

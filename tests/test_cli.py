@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from rar_tools.cli import build_parser, main, read_label_file, settings_from
+from rar_tools.cli import build_parser, image_argument, main, read_label_file, settings_from
 from rar_tools.errors import RarToolsError
 
 
@@ -132,3 +133,44 @@ def test_eval_into_a_used_folder_needs_resume(run, labelled_folder: Path, tmp_pa
     assert code == 2 and "pass --resume" in run.err
     code, printed = run(*args, "--out", str(tmp_path / "eval"), "--resume", "--json")
     assert code == 0 and json.loads(printed)["run"]["queries_reused"] == 2
+
+
+def test_allow_dir_is_a_repeatable_flag(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    args = build_parser().parse_args(["serve", "--allow-dir", str(tmp_path / "a"), "--allow-dir", str(tmp_path / "b")])
+    assert settings_from(args).allow_dir == [tmp_path / "a", tmp_path / "b"]
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json-list", "pathsep-joined"])
+def test_allow_dir_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_json: bool) -> None:
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+    value = json.dumps([str(f) for f in folders]) if as_json else os.pathsep.join(str(f) for f in folders)
+    monkeypatch.setenv("RAR_TOOLS_ALLOW_DIR", value)
+    assert settings_from(build_parser().parse_args(["serve"])).allow_dir == folders
+
+
+def test_an_image_outside_the_allowed_folder_is_refused(run, image_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "only-here").mkdir()
+    run("add-labels", "m", "red")
+    code, _ = run("retrieve", "m", str(image_folder / "red" / "0.png"), "--allow-dir", str(tmp_path / "only-here"))
+    assert code == 2 and "outside the folders this server may read" in run.err
+
+
+def test_a_missing_allowed_folder_is_an_invalid_setting(run, tmp_path: Path) -> None:
+    code, _ = run("memories", "--allow-dir", str(tmp_path / "missing"))
+    assert code == 2 and "does not exist or is not a folder" in run.err
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.org/bird.jpg", "http://127.0.0.1:8000/a.png", "data:image/png;base64,AA"]
+)
+def test_urls_pass_through_unchanged(url: str) -> None:
+    assert image_argument(url) == url
+
+
+def test_relative_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert image_argument("photos/a.png") == str(tmp_path / "photos" / "a.png")

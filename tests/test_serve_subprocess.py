@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -89,47 +87,18 @@ def test_serve_help_lists_the_settings(flag: str) -> None:
     assert "--clip-model" in out.stdout and "RAR_TOOLS_CLIP_MODEL" in out.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def list_memories_over_http(url: str, deadline: float) -> dict:
-    while True:
-        try:
-            async with Client(url) as client:
-                return (await client.call_tool("list_memories", {})).structured_content
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await anyio.sleep(0.5)
-
-
-def test_streamable_http_sessions_share_one_server_and_one_model(tmp_path: Path, clip_model: str) -> None:
-    port, log = free_port(), tmp_path / "server.log"
-    params = serve_params(tmp_path / "data", clip_model)
-    url = f"http://127.0.0.1:{port}/mcp"
+def test_streamable_http_sessions_share_one_server_and_one_model(http_server, tmp_path: Path) -> None:
+    url = http_server("--no-ranker")
 
     async def two_agents() -> tuple[dict, dict]:
-        first = await list_memories_over_http(url, time.monotonic() + 60)
         async with Client(url) as agent_a, Client(url) as agent_b:
+            first = (await agent_b.call_tool("list_memories", {})).structured_content
             added = await agent_a.call_tool("add_to_memory", {"memory": "shared", "labels": ["a", "b"]})
             assert not added.is_error, added.content
             seen_by_b = await agent_b.call_tool("list_memories", {})
         return first, seen_by_b.structured_content
 
-    with log.open("w") as err:
-        process = subprocess.Popen(
-            [params.command, *params.args, "--transport", "http", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            first, seen_by_b = anyio.run(two_agents)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    first, seen_by_b = anyio.run(two_agents)
     assert first["memories"] == [] and first["data_dir"].endswith("data")
     assert [(m["name"], m["count"]) for m in seen_by_b["memories"]] == [("shared", 2)]
-    assert log.read_text().count("CLIP encoder ready") == 1
+    assert (tmp_path / "server-0.log").read_text().count("CLIP encoder ready") == 1

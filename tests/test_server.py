@@ -88,40 +88,6 @@ async def test_remove_from_memory_by_label(server, image_folder: Path) -> None:
     assert removed.structured_content == {"memory": "m", "removed": 1, "count": 1}
 
 
-@pytest.mark.parametrize(
-    "name, arguments, expected",
-    [
-        ("retrieve_candidates", {"memory": "m", "image": "/no/such.png"}, "does not exist"),
-        ("retrieve_candidates", {"memory": "m", "image": "/x.png", "k": 0}, "greater than or equal to 1"),
-        ("retrieve_candidates", {"memory": "unknown", "image": "/x.png"}, "memory 'unknown' does not exist"),
-        ("add_to_memory", {"memory": "-bad", "labels": ["x"]}, "memory"),
-        ("add_to_memory", {"memory": "m", "images": ["/x.png"]}, "`label` is required"),
-        ("add_to_memory", {"memory": "m"}, "give either `images`"),
-        ("add_to_memory", {"memory": "m", "labels": ["   "]}, "label is empty"),
-        ("add_to_memory", {"memory": "m", "label": "x", "images": ["not-an-image"]}, "neither an absolute file path"),
-        ("remove_from_memory", {"memory": "m"}, "say what to remove"),
-    ],
-    ids=[
-        "missing-file",
-        "k-zero",
-        "unknown-memory",
-        "bad-name",
-        "no-label",
-        "nothing",
-        "blank-label",
-        "bad-image",
-        "remove-nothing",
-    ],
-)
-async def test_bad_input_is_an_error_result_naming_the_problem(server, name, arguments, expected) -> None:
-    async with Client(server) as client:
-        await call(client, "add_to_memory", memory="m", labels=["seed"])
-        result = await call(client, name, **arguments)
-        listing = await call(client, "list_memories")
-    assert result.is_error and expected in result.content[0].text
-    assert [m["count"] for m in listing.structured_content["memories"]] == [1]
-
-
 async def test_initialize_answers_while_the_encoder_is_still_loading(settings: Settings, image_folder: Path) -> None:
     tools = RarTools(settings)
     real_loader = tools._load_encoder
