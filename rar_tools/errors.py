@@ -25,3 +25,11 @@ class RankerError(RarToolsError):
 
 class ModelLoadError(RarToolsError):
     """A model failed to load (missing weights offline, out of GPU memory, bad path)."""
+
+
+class RegionError(RarToolsError):
+    """A box or region option was refused (malformed, outside the image, too small)."""
+
+
+class DetectorError(RarToolsError):
+    """Object detection was refused (bad queries, unsupported detector model)."""

@@ -47,7 +47,7 @@ from PIL import Image
 from rar_tools.errors import RankerError
 from rar_tools.ranking.base import Fallback, RankedLabel, RankerConfig, RankRequest, RankResult
 from rar_tools.ranking.parsing import parse_ranking
-from rar_tools.ranking.prompts import EXEMPLAR_INTRO, MAX_CANDIDATES, clean_candidate, ranking_prompt
+from rar_tools.ranking.prompts import MAX_CANDIDATES, clean_candidate, request_prompt
 
 TOP_LOGPROBS = 20
 MAX_EXEMPLAR_IMAGES = 8
@@ -117,10 +117,13 @@ def exemplar_pairs(request: RankRequest, names: list[str]) -> list[tuple[str, Im
 
 
 def build_content(request: RankRequest, names: list[str], max_side: int) -> list[dict]:
-    """User content: query image, ranking instruction, then each exemplar's quoted name and image."""
+    """User content: query image (and its context image), ranking instruction, then each
+    exemplar's quoted name and image."""
     pairs = exemplar_pairs(request, names)
-    text = ranking_prompt(names, icl=request.icl) + (EXEMPLAR_INTRO if pairs else "")
-    content = [image_part(request.image, max_side), {"type": "text", "text": text}]
+    text = request_prompt(names, request.icl, request.context is not None, bool(pairs))
+    queries = [request.image] if request.context is None else [request.image, request.context]
+    content = [image_part(image, max_side) for image in queries]
+    content.append({"type": "text", "text": text})
     for name, image in pairs:
         content.append({"type": "text", "text": f" {name!r}:"})
         content.append(image_part(image, max_side))
