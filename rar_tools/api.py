@@ -41,7 +41,7 @@ from rar_tools.region_recognition import (
     whole_image_query,
 )
 from rar_tools.regions import check_box, rar_crop
-from rar_tools.retrieval import Retrieval, RetrievalMode, region_mode, retrieve_labels_fused
+from rar_tools.retrieval import Retrieval, RetrievalMode, region_mode, retrieve_labels_fused, searchable_kinds
 from rar_tools.schemas import (
     AddResult,
     Candidate,
@@ -395,6 +395,29 @@ class RarTools:
         timings = {"load_s": loaded_at - started, "encode_s": encoded_at - loaded_at, **result.timings}
         return result.model_copy(update={"timings": timings})
 
+    def retrieve_regions(
+        self,
+        memory: str,
+        image: str,
+        boxes: Sequence[BoxArg],
+        k: int = 5,
+        mode: RetrievalMode = "auto",
+        *,
+        box_normalized: bool = False,
+        views: int = 1,
+        car_filter: bool = False,
+        min_confidence: float = 0.0,
+    ) -> list[RetrieveResult]:
+        """`retrieve` for many boxes of one image, their CLIP views embedded in one batch; no ranking."""
+        self._check_search(memory, k, min_confidence)
+        check_boxes(boxes)
+        options = RegionOptions(box_normalized=box_normalized, views=views, car_filter=car_filter)
+        self.clip.get(self.settings.model_wait_timeout)
+        _, queries = self._queries(image, boxes, options)
+        return self._retrieve_queries(
+            memory, encode_queries(self.encoder, queries), k, mode, car_filter, min_confidence
+        )
+
     def _retrieve_queries(
         self,
         memory: str,
@@ -406,12 +429,16 @@ class RarTools:
     ) -> list[RetrieveResult]:
         """Retrieval for encoded queries; with `car`, CaR's filter, label texts encoded once for all."""
         identity, how = self.encoder.identity, self.settings.label_score
+        region_search = region_mode(self.store, memory, mode) if any(q.box is not None for q in queries) else mode
+        kinds = {m: searchable_kinds(self.store, memory, m) for m in {mode, region_search}}
         found, seconds = [], []
         for query in queries:
             started = time.perf_counter()
-            searched = region_mode(self.store, memory, mode) if query.box is not None else mode
+            searched = region_search if query.box is not None else mode
             found.append(
-                retrieve_labels_fused(self.store, memory, identity, query.embeddings, query.weights, k, searched, how)
+                retrieve_labels_fused(
+                    self.store, memory, identity, query.embeddings, query.weights, k, searched, how, kinds[searched]
+                )
             )
             seconds.append({"search_s": time.perf_counter() - started})
         filtering: list[tuple[list[str], int]] = [([], 0)] * len(queries)
@@ -621,8 +648,7 @@ class RarTools:
     ) -> RegionsResult:
         """Recognise many boxes of one image: the CLIP views of all boxes are embedded in one batch,
         then each box is retrieved and ranked as `recognize` does for one."""
-        if not isinstance(boxes, (list, tuple)) or not 1 <= len(boxes) <= MAX_BOXES:
-            raise RegionError(f"give a list of 1 to {MAX_BOXES} boxes, got {boxes!r:.80}")
+        check_boxes(boxes)
         options = RegionOptions(box_normalized, views, car_filter, ranker_view, ranker_context)
         loaded, results, timings = self._recognize(
             memory, image, boxes, k, mode, retrieval_mode, exemplars, icl, options, min_confidence
@@ -741,6 +767,11 @@ def describe_levels(fine: Sequence[FineLabel], min_confidence: float) -> Levels:
         parents=scores(group_probabilities(fine, "parent")),
         answer=scores([answer])[0] if answer else None,
     )
+
+
+def check_boxes(boxes: Sequence[BoxArg]) -> None:
+    if not isinstance(boxes, (list, tuple)) or not 1 <= len(boxes) <= MAX_BOXES:
+        raise RegionError(f"give a list of 1 to {MAX_BOXES} boxes, got {boxes!r:.80}")
 
 
 def check_confidence(min_confidence: float) -> float:

@@ -126,16 +126,16 @@ def retrieve_labels(
     mode: RetrievalMode = "auto",
     how: LabelScore = "max",
     scale: float = 1.0,
+    kinds: Sequence[EntryKind] | None = None,
 ) -> Retrieval:
     """The k best distinct labels for a query embedding.
 
     `image` searches exemplar images (few-shot), `text` label texts (zero-shot), `auto` whichever
     the memory holds, fusing both by averaged probabilities when it holds both. Similarities are
-    multiplied by `scale` (see `retrieve_labels_fused`).
+    multiplied by `scale` (see `retrieve_labels_fused`). `kinds`, when given, are the entry kinds
+    `searchable_kinds` found for `mode` (callers searching many queries look them up once).
     """
-    kinds: list[EntryKind] = [
-        kind for kind in ("image", "text") if mode in (kind, "auto") and store.has_kind(memory, kind)
-    ]
+    kinds = list(kinds) if kinds is not None else searchable_kinds(store, memory, mode)
     per_kind = {
         kind: candidates_for_kind(
             scaled(nearest_hits_by_label(store, memory, identity, embedding, kind, k), scale), kind, how
@@ -157,6 +157,11 @@ def retrieve_labels(
     for c, p in zip(candidates, probabilities):
         c.probability = p
     return Retrieval(candidates=candidates, kinds=kinds, note=shortfall_note(memory, mode, kinds, candidates, k))
+
+
+def searchable_kinds(store: MemoryStore, memory: str, mode: RetrievalMode) -> list[EntryKind]:
+    """The entry kinds `mode` searches that the memory holds."""
+    return [kind for kind in ("image", "text") if mode in (kind, "auto") and store.has_kind(memory, kind)]
 
 
 def scaled(hits_by_label: dict[str, list[Hit]], scale: float) -> dict[str, list[Hit]]:
@@ -184,6 +189,7 @@ def retrieve_labels_fused(
     k: int = 5,
     mode: RetrievalMode = "auto",
     how: LabelScore = "max",
+    kinds: Sequence[EntryKind] | None = None,
 ) -> Retrieval:
     """The k best distinct labels for several views of one query, fusing their similarity scores.
 
@@ -198,7 +204,7 @@ def retrieve_labels_fused(
     if len(embeddings) != len(weights):
         raise ValueError("give one weight per view embedding")
     direction, length = fuse_views(embeddings, weights)
-    return retrieve_labels(store, memory, identity, direction, k, mode, how, scale=length)
+    return retrieve_labels(store, memory, identity, direction, k, mode, how, scale=length, kinds=kinds)
 
 
 def region_mode(store: MemoryStore, memory: str, mode: RetrievalMode) -> RetrievalMode:

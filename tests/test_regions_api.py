@@ -236,3 +236,12 @@ def test_a_model_that_is_no_detector_is_refused(tmp_path: Path, tiny_models_dir:
     tools = RarTools(Settings(data_dir=tmp_path / "d", no_ranker=True, detector_model=str(tiny_models_dir / "mllm")))
     with pytest.raises(ModelLoadError, match="detector model"):
         tools.detect(scene, ["a bird"])
+
+
+def test_batched_region_retrieval_matches_one_box_at_a_time(birds: RarTools, scene: str) -> None:
+    boxes = [BOX, OTHER_BOX]
+    together = birds.retrieve_regions("birds", scene, boxes, k=4, views=3)
+    for box, batched in zip(boxes, together):
+        alone = birds.retrieve("birds", scene, k=4, box=box, views=3)
+        assert [c.label for c in batched.candidates] == [c.label for c in alone.candidates]
+        assert [c.score for c in batched.candidates] == pytest.approx([c.score for c in alone.candidates], abs=1e-5)
