@@ -70,6 +70,9 @@ RankModeArg = Annotated[
         "generate: the MLLM writes a ranked list that is parsed (the RAR paper's way)"
     ),
 ]
+IclArg = Annotated[bool, Field(description="add a worked example of the answer format (generate mode)")]
+ExemplarsArg = Annotated[bool, Field(description="show stored exemplar images to the MLLM")]
+RetrievalModeArg = Annotated[Literal["auto", "image", "text"], Field(description="as in retrieve_candidates")]
 OptionalLevel = Annotated[str | None, Field(max_length=200, description="optional coarser level")]
 Coordinates = Annotated[
     list[float],
@@ -272,7 +275,7 @@ def create_server(tools: RarTools) -> MCPServer:
         exemplars: Annotated[
             bool, Field(description="show each candidate's best stored exemplar image next to its name (needs memory)")
         ] = False,
-        icl: Annotated[bool, Field(description="add a worked example of the answer format (generate mode)")] = False,
+        icl: IclArg = False,
         box: BoxArg = None,
         box_normalized: BoxNormalized = False,
         ranker_view: RankerViewArg = "crop",
@@ -304,11 +307,9 @@ def create_server(tools: RarTools) -> MCPServer:
         ctx: Context,
         k: Annotated[int, Field(ge=1, le=50, description="candidates to retrieve and rank")] = 5,
         mode: RankModeArg = "score",
-        retrieval_mode: Annotated[
-            Literal["auto", "image", "text"], Field(description="as in retrieve_candidates")
-        ] = "auto",
-        exemplars: Annotated[bool, Field(description="show stored exemplar images to the MLLM")] = False,
-        icl: Annotated[bool, Field(description="add a worked example of the answer format (generate mode)")] = False,
+        retrieval_mode: RetrievalModeArg = "auto",
+        exemplars: ExemplarsArg = False,
+        icl: IclArg = False,
         box: BoxArg = None,
         box_normalized: BoxNormalized = False,
         views: ViewsArg = 1,
@@ -346,9 +347,9 @@ def create_server(tools: RarTools) -> MCPServer:
         ctx: Context,
         k: Annotated[int, Field(ge=1, le=50, description="candidates to retrieve and rank per box")] = 5,
         mode: RankModeArg = "score",
-        retrieval_mode: Annotated[
-            Literal["auto", "image", "text"], Field(description="as in retrieve_candidates")
-        ] = "auto",
+        retrieval_mode: RetrievalModeArg = "auto",
+        exemplars: ExemplarsArg = False,
+        icl: IclArg = False,
         box_normalized: BoxNormalized = False,
         views: ViewsArg = 1,
         car_filter: CarFilterArg = False,
@@ -367,6 +368,8 @@ def create_server(tools: RarTools) -> MCPServer:
             k,
             mode,
             retrieval_mode,
+            exemplars,
+            icl,
             box_normalized=box_normalized,
             views=views,
             car_filter=car_filter,
