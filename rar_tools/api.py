@@ -23,7 +23,7 @@ from PIL import Image
 from rar_tools.detection import Detector, check_queries
 from rar_tools.encoder import ClipEncoder, EncoderIdentity, create_encoder
 from rar_tools.errors import DetectorError, ImageInputError, MemoryStoreError, RankerError, RarToolsError, RegionError
-from rar_tools.hierarchy import FineLabel, GroupProbability, finest_confident, group_probabilities
+from rar_tools.hierarchy import FineLabel, describe_levels
 from rar_tools.images import ImageLimits, LoadedImage, load_image, pixels_sha256, store_image
 from rar_tools.lazy import BackgroundModel
 from rar_tools.memory import MemoryStore, NewEntry, check_memory_name, entry_id
@@ -34,8 +34,8 @@ from rar_tools.region_recognition import (
     RankerView,
     RegionOptions,
     ViewConfig,
-    car_filter,
     encode_queries,
+    filter_retrievals,
     ranker_images,
     region_query,
     whole_image_query,
@@ -47,8 +47,6 @@ from rar_tools.schemas import (
     Candidate,
     DetectResult,
     EncoderInfo,
-    Levels,
-    LevelScore,
     MemoryInfo,
     MemoryList,
     RankedCandidate,
@@ -444,33 +442,13 @@ class RarTools:
         filtering: list[tuple[list[str], int]] = [([], 0)] * len(queries)
         if car:
             started = time.perf_counter()
-            found, filtering = self._car_filter(queries, found)
+            found, filtering = filter_retrievals(self.encoder, queries, found, self.settings.car_threshold)
             for timing in seconds:
                 timing["filter_s"] = (time.perf_counter() - started) / len(queries)
         return [
             self._retrieve_result(memory, mode, k, q, f, dropped, rounds, timing, min_confidence)
             for q, f, (dropped, rounds), timing in zip(queries, found, filtering, seconds)
         ]
-
-    def _car_filter(
-        self, queries: Sequence[Query], found: list[Retrieval]
-    ) -> tuple[list[Retrieval], list[tuple[list[str], int]]]:
-        """Each retrieval restricted to the labels CaR's filter keeps, with the dropped labels and rounds."""
-        names = sorted({c.label for f in found for c in f.candidates})
-        texts = dict(zip(names, self.encoder.encode_labels(names))) if names else {}
-        kept, filtering = [], []
-        for query, retrieval in zip(queries, found):
-            labels = [c.label for c in retrieval.candidates]
-            if len(labels) < MIN_CANDIDATES:
-                kept.append(retrieval)
-                filtering.append(([], 0))
-                continue
-            keep, rounds = car_filter(
-                query.prompt_embeddings, np.stack([texts[label] for label in labels]), self.settings.car_threshold
-            )
-            kept.append(retrieval.restricted(keep))
-            filtering.append(([label for i, label in enumerate(labels) if i not in keep], rounds))
-        return kept, filtering
 
     def _retrieve_result(
         self,
@@ -751,22 +729,6 @@ class RarTools:
             detector=detector.name,
             timings={"load_s": loaded_at - started, "detect_s": time.perf_counter() - loaded_at},
         )
-
-
-def describe_levels(fine: Sequence[FineLabel], min_confidence: float) -> Levels:
-    """Category and parent probabilities of candidates, and the finest level sure enough."""
-
-    def scores(groups: list[GroupProbability]) -> list[LevelScore]:
-        return [
-            LevelScore(level=g.level, name=g.name, probability=g.probability, labels=list(g.labels)) for g in groups
-        ]
-
-    answer = finest_confident(fine, min_confidence)
-    return Levels(
-        categories=scores(group_probabilities(fine, "category")),
-        parents=scores(group_probabilities(fine, "parent")),
-        answer=scores([answer])[0] if answer else None,
-    )
 
 
 def check_boxes(boxes: Sequence[BoxArg]) -> None:

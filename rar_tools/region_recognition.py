@@ -28,7 +28,7 @@ from rar_tools.regions import (
     view_image,
     view_weights,
 )
-from rar_tools.retrieval import LOGIT_SCALE
+from rar_tools.retrieval import LOGIT_SCALE, Retrieval
 
 RankerView = Literal["crop", "prompt"]
 RANKER_VIEWS = ("crop", "prompt")
@@ -145,6 +145,26 @@ def car_filter(
             break
         keep = passed
     return keep, rounds
+
+
+def filter_retrievals(
+    encoder: ClipEncoder, queries: Sequence[Query], found: Sequence[Retrieval], threshold: float
+) -> tuple[list[Retrieval], list[tuple[list[str], int]]]:
+    """Each query's retrieval restricted to the labels `car_filter` keeps, with the labels dropped and
+    the rounds taken. The candidates' label texts of all queries are encoded in one batch."""
+    names = sorted({c.label for f in found for c in f.candidates})
+    texts = dict(zip(names, encoder.encode_labels(names))) if names else {}
+    kept, filtering = [], []
+    for query, retrieval in zip(queries, found):
+        labels = [c.label for c in retrieval.candidates]
+        if len(labels) < 2:
+            kept.append(retrieval)
+            filtering.append(([], 0))
+            continue
+        keep, rounds = car_filter(query.prompt_embeddings, np.stack([texts[label] for label in labels]), threshold)
+        kept.append(retrieval.restricted(keep))
+        filtering.append(([label for i, label in enumerate(labels) if i not in keep], rounds))
+    return kept, filtering
 
 
 def ranker_images(
