@@ -118,6 +118,8 @@ def cmd_serve(tools, args) -> None:
 
 
 def cmd_add(tools, args) -> None:
+    if args.folder and args.box:
+        raise RarToolsError("--box goes with IMAGE...: a folder's images have no common region")
     if args.folder:
         from tqdm import tqdm
 
