@@ -226,17 +226,23 @@ def dct_matrix(n: int) -> np.ndarray:
     return matrix
 
 
-def perceptual_hash(image: Image.Image) -> np.ndarray:
+def perceptual_hash(image: Image.Image, basis: np.ndarray | None = None) -> np.ndarray:
     """64-bit pHash: grey, 224x224, 2-D DCT, the top-left 8x8 (lowest) frequencies, bit = above their median.
 
     The median, as in the usual pHash (imagehash), not the mean: the DC coefficient (224 times the mean
     grey) dwarfs the others, so above-the-mean leaves nearly every bit 0 and views hard to tell apart
     (on a smooth test image its mirror image differed in 5 bits of 64 with the mean, 36 with the median).
+    `basis` (`hash_basis()`) may be passed in when hashing many views.
     """
     grey = np.asarray(image.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BILINEAR), np.float64)
-    basis = dct_matrix(HASH_SIDE)[:HASH_BITS]
+    basis = hash_basis() if basis is None else basis
     low = basis @ grey @ basis.T
     return (low > np.median(low)).ravel()
+
+
+def hash_basis() -> np.ndarray:
+    """The 8 lowest-frequency rows of the 224-point DCT."""
+    return dct_matrix(HASH_SIDE)[:HASH_BITS]
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> int:
@@ -249,11 +255,12 @@ def choose_context_steps(image: Image.Image, box: Box, count: int, steps: Sequen
     by Hamming(pHash(b_0), pHash(b_t)) / t; returned in increasing t."""
     if count <= 0:
         return []
-    tight = perceptual_hash(image.crop(pixel_bounds(box)))
+    basis = hash_basis()
+    tight = perceptual_hash(image.crop(pixel_bounds(box)), basis)
     scored = []
     for t in steps:
         view = interpolate_box(box, image.size, t)
-        scored.append((hamming(tight, perceptual_hash(image.crop(pixel_bounds(view)))) / t, -t))
+        scored.append((hamming(tight, perceptual_hash(image.crop(pixel_bounds(view)), basis)) / t, -t))
     best = sorted(scored, reverse=True)[:count]
     return sorted(-neg_t for _, neg_t in best)
 
