@@ -381,17 +381,11 @@ class RarTools:
         are fused; `mode="auto"` searches a region by label text when the memory has any (crops are
         weak image-to-image queries). `car_filter` then drops labels CaR's prompted views reject.
         """
-        self._check_search(memory, k, min_confidence)
         options = RegionOptions(box_normalized=box_normalized, views=views, car_filter=car_filter)
-        self.clip.get(self.settings.model_wait_timeout)  # wait outside the timings
-        started = time.perf_counter()
-        loaded, queries = self._queries(image, None if box is None else [box], options)
-        loaded_at = time.perf_counter()
-        queries = encode_queries(self.encoder, queries)
-        encoded_at = time.perf_counter()
-        result = self._retrieve_queries(memory, queries, k, mode, car_filter, min_confidence)[0]
-        timings = {"load_s": loaded_at - started, "encode_s": encoded_at - loaded_at, **result.timings}
-        return result.model_copy(update={"timings": timings})
+        _, _, results, stages = self._search(
+            memory, image, None if box is None else [box], k, mode, options, min_confidence
+        )
+        return results[0].model_copy(update={"timings": {**stages, **results[0].timings}})
 
     def retrieve_regions(
         self,
@@ -407,14 +401,41 @@ class RarTools:
         min_confidence: float = 0.0,
     ) -> list[RetrieveResult]:
         """`retrieve` for many boxes of one image, their CLIP views embedded in one batch; no ranking."""
-        self._check_search(memory, k, min_confidence)
         check_boxes(boxes)
         options = RegionOptions(box_normalized=box_normalized, views=views, car_filter=car_filter)
-        self.clip.get(self.settings.model_wait_timeout)
-        _, queries = self._queries(image, boxes, options)
-        return self._retrieve_queries(
-            memory, encode_queries(self.encoder, queries), k, mode, car_filter, min_confidence
-        )
+        return self._search(memory, image, boxes, k, mode, options, min_confidence)[2]
+
+    def _search(
+        self,
+        memory: str,
+        image: str,
+        boxes: Sequence[BoxArg] | None,
+        k: int,
+        mode: RetrievalMode,
+        options: RegionOptions,
+        min_confidence: float,
+        before_work: Callable[[], object] | None = None,
+    ) -> tuple[LoadedImage, list[Query], list[RetrieveResult], dict[str, float]]:
+        """Check, load, embed every query in one batch and search: the image, its queries, one
+        retrieval per query, and the seconds spent loading, encoding and searching (model waits
+        excluded). `before_work` runs after the cheap checks (e.g. to get the ranker, so that a
+        missing ranker fails before any work)."""
+        self._check_search(memory, k, min_confidence)
+        if before_work is not None:
+            before_work()
+        self.clip.get(self.settings.model_wait_timeout)  # wait outside the timings
+        started = time.perf_counter()
+        loaded, queries = self._queries(image, boxes, options)
+        loaded_at = time.perf_counter()
+        queries = encode_queries(self.encoder, queries)
+        encoded_at = time.perf_counter()
+        retrievals = self._retrieve_queries(memory, queries, k, mode, options.car_filter, min_confidence)
+        stages = {
+            "load_s": loaded_at - started,
+            "encode_s": encoded_at - loaded_at,
+            "search_s": time.perf_counter() - encoded_at,
+        }
+        return loaded, queries, retrievals, stages
 
     def _retrieve_queries(
         self,
@@ -646,26 +667,17 @@ class RarTools:
         options: RegionOptions,
         min_confidence: float,
     ) -> tuple[LoadedImage, list[RecognizeResult], dict[str, float]]:
-        self._check_search(memory, k, min_confidence)
-        ranker = self.ranker
-        self.clip.get(self.settings.model_wait_timeout)
+        loaded, queries, retrievals, stages = self._search(
+            memory, image, boxes, k, retrieval_mode, options, min_confidence, before_work=lambda: self.ranker
+        )
         started = time.perf_counter()
-        loaded, queries = self._queries(image, boxes, options)
-        loaded_at = time.perf_counter()
-        queries = encode_queries(self.encoder, queries)
-        encoded_at = time.perf_counter()
-        retrievals = self._retrieve_queries(memory, queries, k, retrieval_mode, options.car_filter, min_confidence)
-        shown_from = memory if exemplars else None
+        ranker, shown_from = self.ranker, memory if exemplars else None
         results = [
             self._rank_query(ranker, loaded.image, query, found, mode, shown_from, icl, options, min_confidence)
             for query, found in zip(queries, retrievals)
         ]
-        timings = {
-            "load_s": loaded_at - started,
-            "encode_s": encoded_at - loaded_at,
-            "total_s": time.perf_counter() - started,
-        }
-        return loaded, results, timings
+        rank_s = time.perf_counter() - started
+        return loaded, results, {**stages, "rank_s": rank_s, "total_s": sum(stages.values()) + rank_s}
 
     def _rank_query(
         self,

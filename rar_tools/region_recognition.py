@@ -30,6 +30,9 @@ from rar_tools.regions import (
 )
 from rar_tools.retrieval import LOGIT_SCALE, Retrieval
 
+# CaR's three visual prompts are a red ellipse, a blurred and a greyed background; the blurred one is
+# RAR's crop, the tight view itself, so only the other two are made and embedded again.
+EXTRA_PROMPTS = tuple(kind for kind in PROMPT_KINDS if kind != "blur")
 RankerView = Literal["crop", "prompt"]
 RANKER_VIEWS = ("crop", "prompt")
 MAX_VIEWS = 5
@@ -84,6 +87,13 @@ class Query:
             raise ValueError("the query has not been encoded yet")
         return self.embeddings[0]
 
+    @property
+    def prompted_embeddings(self) -> np.ndarray:
+        """CaR's three prompted views embedded: the blurred-background one (the tight view), then the rest."""
+        if self.prompt_embeddings is None:
+            raise ValueError("the query has not been encoded yet")
+        return np.vstack([self.tight_embedding[None], self.prompt_embeddings])
+
 
 def whole_image_query(image: Image.Image) -> Query:
     """The query for a whole image: the image itself, one view."""
@@ -92,12 +102,12 @@ def whole_image_query(image: Image.Image) -> Query:
 
 def region_query(image: Image.Image, box: Box, views: int, car_filter: bool, config: ViewConfig) -> Query:
     """The query for a box: RAR's blurred crop as the tight view, plus `views - 1` DynRefer context
-    views (those whose perceptual hash differs most from the box's), plus CaR's prompted views."""
+    views (those whose perceptual hash differs most from the box's), plus CaR's other prompted views."""
     tight = rar_crop(image, box, config.side, config.margin, config.blur_radius)
     steps = choose_context_steps(image, box, views - 1)
     context = [view_image(image, interpolate_box(box, image.size, t), config.side) for t in steps]
     prompts = (
-        tuple(prompted_view(image, box, kind, config.side, config.margin, config.blur_radius) for kind in PROMPT_KINDS)
+        tuple(prompted_view(image, box, kind, config.side, config.margin, config.blur_radius) for kind in EXTRA_PROMPTS)
         if car_filter
         else ()
     )
@@ -161,7 +171,7 @@ def filter_retrievals(
             kept.append(retrieval)
             filtering.append(([], 0))
             continue
-        keep, rounds = car_filter(query.prompt_embeddings, np.stack([texts[label] for label in labels]), threshold)
+        keep, rounds = car_filter(query.prompted_embeddings, np.stack([texts[label] for label in labels]), threshold)
         kept.append(retrieval.restricted(keep))
         filtering.append(([label for i, label in enumerate(labels) if i not in keep], rounds))
     return kept, filtering

@@ -98,7 +98,7 @@ CarFilterArg = Annotated[
     Field(
         description="CaR filter for a region: re-score the candidates on visually prompted views (red ellipse, "
         "blurred and greyed background) and drop those below the threshold until the set is stable; costs "
-        "3 more image encodings per region and one text encoding per candidate"
+        "2 more image encodings per region and one text encoding per candidate"
     ),
 ]
 RankerViewArg = Annotated[

@@ -17,7 +17,7 @@ from rar_tools.region_recognition import (
     region_query,
     whole_image_query,
 )
-from rar_tools.regions import Box
+from rar_tools.regions import Box, prompted_view
 
 BOX = Box(60.0, 40.0, 120.0, 100.0)
 
@@ -67,9 +67,22 @@ def test_region_query_has_the_tight_view_first_and_weights_summing_to_one(pictur
     assert query.weights == (0.5, 0.25, 0.25)
 
 
-def test_car_filter_adds_three_prompted_views(picture: Image.Image) -> None:
-    query = region_query(picture, BOX, views=1, car_filter=True, config=ViewConfig(side=64))
-    assert len(query.views) == 1 and len(query.prompts) == 3 and query.weights == (1.0,)
+def test_car_filter_adds_the_prompted_views_the_tight_view_is_not(picture: Image.Image) -> None:
+    config = ViewConfig(side=64)
+    query = region_query(picture, BOX, views=1, car_filter=True, config=config)
+    assert len(query.views) == 1 and query.weights == (1.0,)
+    expected = [
+        prompted_view(picture, BOX, kind, 64, config.margin, config.blur_radius) for kind in ("ellipse", "grey")
+    ]
+    assert [np.asarray(p).tolist() for p in query.prompts] == [np.asarray(e).tolist() for e in expected]
+    blurred = prompted_view(picture, BOX, "blur", 64, config.margin, config.blur_radius)
+    assert np.array_equal(np.asarray(query.views[0]), np.asarray(blurred))  # CaR's blur prompt is the tight view
+
+
+def test_prompted_embeddings_are_the_tight_view_then_the_prompts(encoder: ClipEncoder, picture: Image.Image) -> None:
+    query = encode_queries(encoder, [region_query(picture, BOX, 1, True, ViewConfig(side=64))])[0]
+    assert np.array_equal(query.prompted_embeddings, np.vstack([query.embeddings[:1], query.prompt_embeddings]))
+    assert query.prompted_embeddings.shape == (3, encoder.dim)
 
 
 def test_whole_image_query_is_the_image_itself(picture: Image.Image) -> None:
