@@ -42,7 +42,10 @@ def main() -> None:
     else:
         models = write_tiny_models(work / "models")
         settings = Settings(
-            data_dir=work / "memories", clip_model=f"local-dir:{models['clip']}", ranker_model=str(models["mllm"])
+            data_dir=work / "memories",
+            clip_model=f"local-dir:{models['clip']}",
+            ranker_model=str(models["mllm"]),
+            detector_model=str(models["detector"]),
         )
     tools = RarTools(settings)
     photos = synthetic_photos(work)
@@ -60,6 +63,12 @@ def main() -> None:
 
     result = tools.recognize("birds", query, k=3, mode="generate")
     print("recognised:", result.label, "| fallback:", result.ranking.fallback if result.ranking else None)
+    region = tools.recognize("birds", query, k=3, box=[10, 10, 80, 80], views=3, min_confidence=0.5)
+    print("region:", region.label, "| finest level at p >= 0.5:", region.levels.answer)
+    boxes = [d.box for d in tools.detect(query, ["a bird"], max_boxes=3).detections]
+    if boxes:
+        named = tools.recognize_regions("birds", query, boxes, k=3).regions
+        print("detected, then named:", [(box, r.label) for box, r in zip(boxes, named)])
     print("memories:", [(m.name, m.count) for m in tools.list_memories().memories])
 
 

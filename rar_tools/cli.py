@@ -18,7 +18,9 @@ from pydantic import BaseModel, ValidationError
 
 from rar_tools.errors import RarToolsError
 from rar_tools.images import IMAGE_SUFFIXES
-from rar_tools.settings import Settings
+from rar_tools.settings import PROJECT_MEMORIES, Settings
+
+VOCABULARY_DIR = PROJECT_MEMORIES / "vocabularies"
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +94,26 @@ def read_label_file(path: Path) -> list[tuple[str, str | None, str | None]]:
     return rows
 
 
+def vocabularies(folder: Path = VOCABULARY_DIR) -> dict[str, Path]:
+    """The shipped label lists: {name: file}, from `memories/vocabularies/NAME.txt`."""
+    return {path.stem: path for path in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
+
+
+def vocabulary_file(name: str, folder: Path = VOCABULARY_DIR) -> Path:
+    """The file of a shipped vocabulary; refuses unknown names, listing the known ones."""
+    known = vocabularies(folder)
+    if name not in known:
+        listed = ", ".join(known) or f"none (no folder {folder})"
+        raise RarToolsError(f"unknown vocabulary {name!r}; shipped vocabularies: {listed}")
+    return known[name]
+
+
+def region_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The region keyword arguments a command's flags give (only those it has)."""
+    names = ("box_normalized", "views", "car_filter", "ranker_view", "ranker_context", "min_confidence")
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
 # -- commands ---------------------------------------------------------------------------------
 def cmd_serve(tools, args) -> None:
     from rar_tools.server import run_server
@@ -101,6 +123,8 @@ def cmd_serve(tools, args) -> None:
 
 
 def cmd_add(tools, args) -> None:
+    if args.folder and args.box:
+        raise RarToolsError("--box goes with IMAGE...: a folder's images have no common region")
     if args.folder:
         from tqdm import tqdm
 
@@ -122,7 +146,9 @@ def cmd_add(tools, args) -> None:
     if not args.images or not args.label:
         raise RarToolsError("give IMAGE... with --label LABEL, or --folder DIR")
     images = [image_argument(i) for i in args.images]
-    result = tools.add_images(args.memory, images, args.label, args.category, args.parent)
+    result = tools.add_images(
+        args.memory, images, args.label, args.category, args.parent, box=args.box, **region_options(args)
+    )
     emit(result, args.json, lambda r: r.message)
 
 
@@ -130,8 +156,10 @@ def cmd_add_labels(tools, args) -> None:
     rows = [(label, args.category, args.parent) for label in args.labels]
     if args.file:
         rows += read_label_file(Path(args.file))
+    if args.vocabulary:
+        rows += read_label_file(vocabulary_file(args.vocabulary))
     if not rows:
-        raise RarToolsError("give LABEL... and/or --file FILE")
+        raise RarToolsError("give LABEL..., --file FILE and/or --vocabulary NAME")
     result = tools.add_labels(args.memory, [r[0] for r in rows], hierarchy=[(r[1], r[2]) for r in rows])
     emit(result, args.json, lambda r: r.message)
 
@@ -140,15 +168,30 @@ def render_candidates(result) -> str:
     lines = [
         f"memory {result.memory!r}, mode {result.mode} (searched: {', '.join(result.kinds_searched) or 'nothing'})"
     ]
+    if result.region:
+        box = ", ".join(f"{v:.0f}" for v in result.region.box)
+        lines.append(f"region ({box}), views t={result.region.view_steps}")
     for i, c in enumerate(result.candidates, 1):
         lines.append(f"{i:>3}. {c.label:<40} score {c.score:7.4f}  p {c.probability:6.3f}  support {c.support}")
+    if result.region and result.region.filtered_out:
+        lines.append(f"CaR filter dropped: {', '.join(result.region.filtered_out)}")
+    lines += render_levels(result.levels)
     if result.note:
         lines.append(f"note: {result.note}")
     return "\n".join(lines)
 
 
+def render_levels(levels) -> list[str]:
+    lines = [f"{g.level} {g.name}: p {g.probability:.3f}" for g in (levels.categories + levels.parents)[:6]]
+    if levels.answer:
+        lines.append(f"answer ({levels.answer.level}): {levels.answer.name} p {levels.answer.probability:.3f}")
+    return lines
+
+
 def cmd_retrieve(tools, args) -> None:
-    result = tools.retrieve(args.memory, image_argument(args.image), args.k, args.mode)
+    result = tools.retrieve(
+        args.memory, image_argument(args.image), args.k, args.mode, box=args.box, **region_options(args)
+    )
     emit(result, args.json, render_candidates)
 
 
@@ -162,7 +205,16 @@ def render_ranking(result) -> str:
 
 
 def cmd_rank(tools, args) -> None:
-    result = tools.rank(image_argument(args.image), args.candidates, args.mode, args.memory, args.exemplars, args.icl)
+    result = tools.rank(
+        image_argument(args.image),
+        args.candidates,
+        args.mode,
+        args.memory,
+        args.exemplars,
+        args.icl,
+        box=args.box,
+        **region_options(args),
+    )
     emit(result, args.json, render_ranking)
 
 
@@ -177,9 +229,58 @@ def render_recognition(result) -> str:
 
 def cmd_recognize(tools, args) -> None:
     result = tools.recognize(
-        args.memory, image_argument(args.image), args.k, args.mode, args.retrieval_mode, args.exemplars, args.icl
+        args.memory,
+        image_argument(args.image),
+        args.k,
+        args.mode,
+        args.retrieval_mode,
+        args.exemplars,
+        args.icl,
+        box=args.box,
+        **region_options(args),
     )
     emit(result, args.json, render_recognition)
+
+
+def render_regions(result) -> str:
+    parts = [f"{len(result.regions)} region(s) of a {result.image_size[0]}x{result.image_size[1]} image"]
+    for i, region in enumerate(result.regions, 1):
+        parts.append(f"--- region {i}\n{render_recognition(region)}")
+    return "\n".join(parts)
+
+
+def cmd_recognize_regions(tools, args) -> None:
+    result = tools.recognize_regions(
+        args.memory,
+        image_argument(args.image),
+        args.box,
+        args.k,
+        args.mode,
+        args.retrieval_mode,
+        args.exemplars,
+        args.icl,
+        **region_options(args),
+    )
+    emit(result, args.json, render_regions)
+
+
+def render_detections(result) -> str:
+    lines = [f"{len(result.detections)} box(es) from {result.detector}"]
+    for d in result.detections:
+        box = ", ".join(f"{v:.0f}" for v in d.box)
+        lines.append(f"  ({box})  {d.score:.3f}  {d.query}")
+    return "\n".join(lines)
+
+
+def cmd_detect(tools, args) -> None:
+    result = tools.detect(image_argument(args.image), args.query, args.threshold, args.max_boxes)
+    emit(result, args.json, render_detections)
+
+
+def cmd_vocabularies(tools, args) -> None:
+    for name, path in vocabularies().items():
+        count = len(read_label_file(path))
+        print(f"{name}: {count} labels ({path})")
 
 
 def render_memories(result) -> str:
@@ -261,6 +362,24 @@ def add_eval_flags(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def box_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"), help="work on this region of the image"
+    )
+    sub.add_argument("--box-normalized", action="store_true", help="--box is in fractions (0..1) of the image")
+
+
+def view_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--views", type=int, default=1, help="region views: 1 (blurred crop) or 3 (+2 DynRefer views)")
+    sub.add_argument("--car-filter", action="store_true", help="drop candidates CaR's prompted views reject")
+    sub.add_argument("--min-confidence", type=float, default=0.0, help="answer at the finest level this sure")
+
+
+def ranker_view_flags(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--ranker-view", choices=["crop", "prompt"], default="crop", help="region shown to the MLLM")
+    sub.add_argument("--ranker-context", action="store_true", help="also show the whole image, region marked")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_settings_flags(common)
@@ -283,11 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--folder", help="a folder with one subfolder of images per label")
     add.add_argument("--category")
     add.add_argument("--parent")
+    box_flags(add)
 
     labels = command("add-labels", cmd_add_labels, "store label texts for zero-shot retrieval")
     labels.add_argument("memory")
     labels.add_argument("labels", nargs="*", metavar="LABEL")
     labels.add_argument("--file", help="one label per line, optionally label|category|parent")
+    labels.add_argument("--vocabulary", help="a shipped label list by name (see `rar-tools vocabularies`)")
     labels.add_argument("--category")
     labels.add_argument("--parent")
 
@@ -296,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("image")
     retrieve.add_argument("--k", type=int, default=5)
     retrieve.add_argument("--mode", choices=["auto", "image", "text"], default="auto")
+    box_flags(retrieve)
+    view_flags(retrieve)
 
     def ranking_flags(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--mode", choices=["score", "generate"], default="score")
@@ -307,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--candidates", nargs="+", required=True)
     rank.add_argument("--memory", help="memory for --exemplars")
     ranking_flags(rank)
+    box_flags(rank)
+    ranker_view_flags(rank)
 
     recognize = command("recognize", cmd_recognize, "retrieve then rank: RAR in one step")
     recognize.add_argument("memory")
@@ -314,6 +439,36 @@ def build_parser() -> argparse.ArgumentParser:
     recognize.add_argument("--k", type=int, default=5)
     recognize.add_argument("--retrieval-mode", choices=["auto", "image", "text"], default="auto")
     ranking_flags(recognize)
+    box_flags(recognize)
+    view_flags(recognize)
+    ranker_view_flags(recognize)
+
+    regions = command("recognize-regions", cmd_recognize_regions, "recognise many boxes of one image at once")
+    regions.add_argument("memory")
+    regions.add_argument("image")
+    regions.add_argument(
+        "--box",
+        nargs=4,
+        type=float,
+        action="append",
+        required=True,
+        metavar=("X1", "Y1", "X2", "Y2"),
+        help="a region (repeat for each box)",
+    )
+    regions.add_argument("--box-normalized", action="store_true", help="boxes are fractions (0..1) of the image")
+    regions.add_argument("--k", type=int, default=5)
+    regions.add_argument("--retrieval-mode", choices=["auto", "image", "text"], default="auto")
+    ranking_flags(regions)
+    view_flags(regions)
+    ranker_view_flags(regions)
+
+    detect = command("detect", cmd_detect, "box proposals for text queries from the open-vocabulary detector")
+    detect.add_argument("image")
+    detect.add_argument("--query", nargs="+", required=True, help="what to look for, e.g. 'a bird'")
+    detect.add_argument("--threshold", type=float, help="minimum score (default: --detector-threshold)")
+    detect.add_argument("--max-boxes", type=int, default=50)
+
+    command("vocabularies", cmd_vocabularies, "list the shipped label lists (for add-labels --vocabulary)", False)
 
     memories = command("memories", cmd_memories, "list memories with their counts")
     memories.add_argument("--max-labels", type=int, default=100)

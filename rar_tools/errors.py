@@ -33,3 +33,11 @@ def describe(value: object, limit: int = 60) -> str:
         return repr(value)[:limit]
     text = value if len(value) <= limit else value[:limit] + f"... ({len(value)} chars)"
     return repr(text)
+
+
+class RegionError(RarToolsError):
+    """A box or region option was refused (malformed, outside the image, too small)."""
+
+
+class DetectorError(RarToolsError):
+    """Object detection was refused (bad queries, unsupported detector model)."""

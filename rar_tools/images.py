@@ -174,6 +174,13 @@ def load_image(source: str, limits: ImageLimits = ImageLimits()) -> LoadedImage:
     return LoadedImage(image=image, sha256=hashlib.sha256(data).hexdigest(), source_path=path)
 
 
+def pixels_sha256(image: Image.Image) -> str:
+    """sha256 of an image's decoded pixels (mode, size and bytes): one id for one picture, however made."""
+    digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
 def stored_image_path(images_dir: Path, sha256: str) -> Path:
     """Where the content-addressed copy of an image lives."""
     return images_dir / sha256[:2] / f"{sha256}.jpg"

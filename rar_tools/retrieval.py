@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -38,6 +38,13 @@ class Retrieval:
     candidates: list[LabelCandidate]
     kinds: list[EntryKind]
     note: str | None = None
+
+    def restricted(self, keep: Sequence[int]) -> Retrieval:
+        """Only the candidates at `keep`, in their order, probabilities renormalised over them."""
+        kept = [self.candidates[i] for i in sorted(keep)]
+        total = sum(c.probability for c in kept) or 1.0
+        kept = [replace(c, probability=c.probability / total) for c in kept]
+        return Retrieval(candidates=kept, kinds=self.kinds, note=self.note)
 
 
 def nearest_hits_by_label(
@@ -118,17 +125,21 @@ def retrieve_labels(
     k: int = 5,
     mode: RetrievalMode = "auto",
     how: LabelScore = "max",
+    scale: float = 1.0,
+    kinds: Sequence[EntryKind] | None = None,
 ) -> Retrieval:
     """The k best distinct labels for a query embedding.
 
     `image` searches exemplar images (few-shot), `text` label texts (zero-shot), `auto` whichever
-    the memory holds, fusing both by averaged probabilities when it holds both.
+    the memory holds, fusing both by averaged probabilities when it holds both. Similarities are
+    multiplied by `scale` (see `retrieve_labels_fused`). `kinds`, when given, are the entry kinds
+    `searchable_kinds` found for `mode` (callers searching many queries look them up once).
     """
-    kinds: list[EntryKind] = [
-        kind for kind in ("image", "text") if mode in (kind, "auto") and store.has_kind(memory, kind)
-    ]
+    kinds = list(kinds) if kinds is not None else searchable_kinds(store, memory, mode)
     per_kind = {
-        kind: candidates_for_kind(nearest_hits_by_label(store, memory, identity, embedding, kind, k), kind, how)
+        kind: candidates_for_kind(
+            scaled(nearest_hits_by_label(store, memory, identity, embedding, kind, k), scale), kind, how
+        )
         for kind in kinds
     }
     if len(per_kind) == 1:
@@ -146,6 +157,62 @@ def retrieve_labels(
     for c, p in zip(candidates, probabilities):
         c.probability = p
     return Retrieval(candidates=candidates, kinds=kinds, note=shortfall_note(memory, mode, kinds, candidates, k))
+
+
+def searchable_kinds(store: MemoryStore, memory: str, mode: RetrievalMode) -> list[EntryKind]:
+    """The entry kinds `mode` searches that the memory holds."""
+    return [kind for kind in ("image", "text") if mode in (kind, "auto") and store.has_kind(memory, kind)]
+
+
+def scaled(hits_by_label: dict[str, list[Hit]], scale: float) -> dict[str, list[Hit]]:
+    """The same hits with similarities multiplied by `scale`."""
+    if scale == 1.0:
+        return hits_by_label
+    return {label: [Hit(h.id, h.similarity * scale, h.metadata) for h in hits] for label, hits in hits_by_label.items()}
+
+
+def fuse_views(embeddings: np.ndarray, weights: Sequence[float]) -> tuple[np.ndarray, float]:
+    """The unit direction of the weighted sum of view embeddings, and that sum's length."""
+    total = (np.asarray(weights, np.float64)[:, None] * embeddings.astype(np.float64)).sum(axis=0)
+    length = float(np.linalg.norm(total))
+    if length < 1e-12:
+        raise ValueError("the weighted view embeddings cancel out; give positive weights")
+    return (total / length).astype(np.float32), length
+
+
+def retrieve_labels_fused(
+    store: MemoryStore,
+    memory: str,
+    identity: EncoderIdentity,
+    embeddings: np.ndarray,
+    weights: Sequence[float],
+    k: int = 5,
+    mode: RetrievalMode = "auto",
+    how: LabelScore = "max",
+    kinds: Sequence[EntryKind] | None = None,
+) -> Retrieval:
+    """The k best distinct labels for several views of one query, fusing their similarity scores.
+
+    An entry's fused similarity is the weighted sum of its cosine similarities to the views,
+    sum_v w_v <e, q_v> = <e, sum_v w_v q_v>: linear in the query. So one search with the direction of
+    sum_v w_v q_v ranks entries exactly by the fused similarity (cosine ranking ignores the query's
+    length), and multiplying the similarities found by that sum's length gives the fused values
+    themselves. This is exact, costs one search per entry kind whatever the number of views, and
+    needs no per-view candidate lists that would leave a label one view missed without a score.
+    Labels are then scored from their entries' fused similarities as in `retrieve_labels`.
+    """
+    if len(embeddings) != len(weights):
+        raise ValueError("give one weight per view embedding")
+    direction, length = fuse_views(embeddings, weights)
+    return retrieve_labels(store, memory, identity, direction, k, mode, how, scale=length, kinds=kinds)
+
+
+def region_mode(store: MemoryStore, memory: str, mode: RetrievalMode) -> RetrievalMode:
+    """The search mode for a region: `auto` means label texts when the memory holds any (RAR
+    retrieves regions image-to-text: crops are small and weak image-to-image queries), else images."""
+    if mode != "auto":
+        return mode
+    return "text" if store.has_kind(memory, "text") else "image"
 
 
 def shortfall_note(

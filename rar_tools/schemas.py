@@ -30,6 +30,33 @@ class Candidate(BaseModel):
     parent: str | None = None
 
 
+class LevelScore(BaseModel):
+    level: Literal["label", "category", "parent"]
+    name: str
+    probability: float = Field(description="summed probability of the candidate labels under this name")
+    labels: list[str] = Field(description="those candidate labels")
+
+
+class Levels(BaseModel):
+    """Coarser levels of the candidates (from their `category` / `parent` metadata)."""
+
+    categories: list[LevelScore] = Field(default_factory=list, description="categories, most probable first")
+    parents: list[LevelScore] = Field(default_factory=list, description="parents, most probable first")
+    answer: LevelScore | None = Field(
+        None,
+        description="the best name at the finest level (label, else category, else parent) whose probability "
+        "reaches min_confidence; None when no level does",
+    )
+
+
+class RegionInfo(BaseModel):
+    box: list[float] = Field(description="the box in pixels (x1, y1, x2, y2), clipped to the image")
+    view_steps: list[float] = Field(description="DynRefer t of each view embedded (0: the tight view)")
+    view_weights: list[float] = Field(description="fusion weight of each view")
+    filtered_out: list[str] = Field(default_factory=list, description="labels the CaR filter dropped")
+    filter_rounds: int = Field(0, description="CaR filter rounds (0: filter off)")
+
+
 class RetrieveResult(BaseModel):
     memory: str
     mode: Literal["auto", "image", "text"]
@@ -37,6 +64,8 @@ class RetrieveResult(BaseModel):
     k: int
     candidates: list[Candidate] = Field(description="distinct labels, best first")
     note: str | None = Field(None, description="why fewer than k candidates came back, if they did")
+    levels: Levels = Field(default_factory=Levels, description="category and parent probabilities")
+    region: RegionInfo | None = Field(None, description="the region searched, when a box was given")
     timings: dict[str, float] = Field(description="seconds per stage")
 
 
@@ -100,5 +129,28 @@ class RecognizeResult(BaseModel):
     label: str | None = Field(description="the recognised label, or None when the memory offered none")
     retrieval: RetrieveResult
     ranking: RankOutput | None = Field(None, description="absent when fewer than two candidates were retrieved")
+    levels: Levels = Field(
+        default_factory=Levels, description="category and parent probabilities from the final stage's label scores"
+    )
     note: str | None = None
+    timings: dict[str, float]
+
+
+class RegionsResult(BaseModel):
+    memory: str
+    image_size: list[int] = Field(description="width and height of the image in pixels")
+    regions: list[RecognizeResult] = Field(description="one result per box, in the order given")
+    timings: dict[str, float] = Field(description="seconds per stage for all boxes together")
+
+
+class Detection(BaseModel):
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels of the image")
+    score: float = Field(description="detector confidence (0..1)")
+    query: str = Field(description="the text query the box matched best")
+
+
+class DetectResult(BaseModel):
+    detections: list[Detection] = Field(description="boxes, best first; pass them to recognize_regions")
+    image_size: list[int] = Field(description="width and height of the image in pixels")
+    detector: str
     timings: dict[str, float]

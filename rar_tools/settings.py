@@ -67,6 +67,32 @@ class Settings(BaseSettings):
         "max", description="how exemplar similarities become a label's score"
     )
 
+    # Regions
+    region_side: int = Field(224, ge=32, le=1024, description="side in pixels of the square region views CLIP sees")
+    region_context: float | None = Field(
+        None,
+        ge=0.0,
+        le=4.0,
+        description="context around a box on each side, relative to its longer side "
+        "(unset: adaptive, from 0.1 for a box filling the image to 1.0 for one a hundredth of its area)",
+    )
+    region_blur: float = Field(
+        4.0, ge=0.0, le=64.0, description="Gaussian blur (sigma, pixels of a region view) outside the box"
+    )
+    min_box_side: float = Field(4.0, ge=1.0, description="smallest accepted box side in pixels, after clipping")
+    tight_view_weight: float = Field(
+        0.5, gt=0.0, le=1.0, description="fusion weight of the tight view with views > 1 (the rest share the remainder)"
+    )
+    car_threshold: float = Field(
+        0.1, gt=0.0, lt=1.0, description="CaR filter: labels below this share on the prompted views are dropped"
+    )
+
+    # Detector
+    detector_model: str = Field(
+        "google/owlv2-base-patch16-ensemble", description="OWLv2 / OWL-ViT transformers model id or local folder"
+    )
+    detector_threshold: float = Field(0.1, ge=0.0, le=1.0, description="default score threshold for detect_objects")
+
     # Ranker
     no_ranker: bool = Field(False, description="serve memory and retrieval only, load no MLLM")
     ranker_model: str = Field("Qwen/Qwen2.5-VL-3B-Instruct", description="transformers model id or local folder")

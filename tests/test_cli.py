@@ -6,7 +6,9 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from rar_tools.cli import build_parser, image_argument, main, read_label_file, settings_from
 from rar_tools.errors import RarToolsError
@@ -174,3 +176,67 @@ def test_urls_pass_through_unchanged(url: str) -> None:
 def test_relative_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert image_argument("photos/a.png") == str(tmp_path / "photos" / "a.png")
+
+
+def test_a_shipped_vocabulary_loads_in_one_command(run) -> None:
+    code, out = run("add-labels", "pets", "--vocabulary", "oxford_pets", "--json")
+    assert code == 0 and json.loads(out)["added"] == 37
+
+
+def test_an_unknown_vocabulary_lists_the_shipped_ones(run) -> None:
+    code, _ = run("add-labels", "pets", "--vocabulary", "no-such-list")
+    assert code == 2 and "unknown vocabulary 'no-such-list'" in run.err and "oxford_pets" in run.err
+
+
+def test_vocabularies_are_listed_with_their_sizes(run) -> None:
+    code, out = run("vocabularies")
+    assert code == 0 and "lvis_v1: 1203 labels" in out and "cub_200: 200 labels" in out
+
+
+def scene_file(tmp_path: Path) -> str:
+    pixels = np.random.default_rng(4).integers(0, 255, (80, 120, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "scene.png")
+    return str(tmp_path / "scene.png")
+
+
+def test_retrieve_a_region(run, tmp_path: Path) -> None:
+    run("add-labels", "zs", "Herring Gull", "Blue Jay")
+    code, out = run("retrieve", "zs", scene_file(tmp_path), "--box", "10", "10", "60", "50", "--views", "3", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["region"]["box"] == [10, 10, 60, 50] and len(result["region"]["view_steps"]) == 3
+
+
+def test_detect_prints_boxes_inside_the_image(run, tmp_path: Path, tiny_models_dir: Path) -> None:
+    detector = str(tiny_models_dir / "detector")
+    scene = scene_file(tmp_path)
+    code, out = run("detect", scene, "--query", "a bird", "--threshold", "0", "--detector-model", detector, "--json")
+    boxes = [d["box"] for d in json.loads(out)["detections"]]
+    assert code == 0 and boxes and all(0 <= x1 < x2 <= 120 and 0 <= y1 < y2 <= 80 for x1, y1, x2, y2 in boxes)
+    code, out = run("detect", scene, "--query", "a bird", "--threshold", "0", "--detector-model", detector)
+    assert code == 0 and out.startswith(f"{len(boxes)} box(es) from transformers:")
+
+
+def test_recognize_regions_names_each_box(run, tmp_path: Path, tiny_models_dir: Path) -> None:
+    run("add-labels", "zs", "Herring Gull", "Blue Jay", "Cardinal")
+    code, out = run(
+        "recognize-regions",
+        "zs",
+        scene_file(tmp_path),
+        "--box",
+        "0",
+        "0",
+        "40",
+        "40",
+        "--box",
+        "50",
+        "20",
+        "110",
+        "70",
+        "--k",
+        "2",
+        "--ranker-model",
+        str(tiny_models_dir / "mllm"),
+        "--json",
+    )
+    regions = json.loads(out)["regions"]
+    assert code == 0 and [r["retrieval"]["region"]["box"] for r in regions] == [[0, 0, 40, 40], [50, 20, 110, 70]]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from rar_tools.errors import ModelLoadError, RankerError
 from rar_tools.ranking.base import RankerConfig, RankRequest
-from rar_tools.ranking.local import TransformersRanker, downscale
+from rar_tools.ranking.local import TransformersRanker, build_messages, downscale
 from rar_tools.testing.tiny_mllm import write_tiny_llava, write_tiny_qwen2vl
 
 FAMILIES = {"mllm": "qwen2_vl", "llava": "llava"}
@@ -128,6 +128,19 @@ def test_llava_refuses_exemplar_images_clearly(llava: TransformersRanker) -> Non
     request = request_for(exemplars=(noisy_image(1),) + (None,) * 4)
     with pytest.raises(RankerError, match="one image per prompt"):
         llava.rank(request)
+
+
+def test_context_image_is_shown_second_on_qwen2vl_and_keeps_cached_scores_exact(qwen) -> None:
+    request = request_for(context=noisy_image(7, (80, 60)))
+    messages = build_messages(request, list(NAMES), 768, opening=None)
+    assert [part["type"] for part in messages[0]["content"]] == ["image", "image", "text"]
+    assert qwen.candidate_scores(request) == pytest.approx(qwen.score_without_cache(request), abs=1e-4)
+    assert qwen.candidate_scores(request) != pytest.approx(qwen.candidate_scores(request_for()), abs=1e-4)
+
+
+def test_llava_refuses_a_context_image_clearly(llava: TransformersRanker) -> None:
+    with pytest.raises(RankerError, match="one image per prompt"):
+        llava.rank(request_for(context=noisy_image(1)))
 
 
 def test_off_list_instruction_in_a_name_cannot_add_a_label(ranker: TransformersRanker) -> None:

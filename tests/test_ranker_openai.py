@@ -205,6 +205,16 @@ def test_exemplars_follow_the_prompt_each_after_its_quoted_name(server: FakeServ
     assert decode_data_url(content[3]["image_url"]["url"]).getpixel((20, 20))[0] > 180
 
 
+def test_context_image_follows_the_query_image_and_is_announced(server: FakeServer):
+    server.reply_json(completion("['Cardinal', 'Blue Jay']"))
+    green = Image.new("RGB", (40, 40), (30, 200, 60))
+    ranker(server.url).rank(request(candidates=("Blue Jay", "Cardinal"), context=green))
+    content = server.requests[0]["json"]["messages"][0]["content"]
+    assert [part["type"] for part in content] == ["image_url", "image_url", "text"]
+    assert decode_data_url(content[1]["image_url"]["url"]).getpixel((20, 20))[1] > 150
+    assert "inside a red ellipse" in content[2]["text"]
+
+
 # --- score mode ------------------------------------------------------------------------------
 
 

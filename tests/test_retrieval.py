@@ -11,7 +11,7 @@ from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.errors import MemoryStoreError
 from rar_tools.memory import MemoryStore, NewEntry
-from rar_tools.retrieval import retrieve_labels
+from rar_tools.retrieval import region_mode, retrieve_labels, retrieve_labels_fused
 
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=8)
 
@@ -169,3 +169,53 @@ def test_entries_of_mixed_kinds_are_refused(tools: RarTools) -> None:
     entries = [NewEntry("a", "image", "x", vector), NewEntry("a", "text", "y", vector)]
     with pytest.raises(MemoryStoreError, match="all of one kind"):
         tools.add_entries("pre", entries)
+
+
+# -- several views of one query ------------------------------------------------------------------
+@pytest.fixture
+def text_store(tmp_path: Path) -> MemoryStore:
+    """Eight label texts at random directions."""
+    rng = np.random.default_rng(5)
+    store = MemoryStore(tmp_path)
+    store.add("m", IDENTITY, [NewEntry(f"label {i}", "text", f"t{i}", unit(rng.normal(size=8))) for i in range(8)])
+    return store
+
+
+def test_fused_views_score_labels_by_the_weighted_sum_of_similarities(text_store: MemoryStore) -> None:
+    rng = np.random.default_rng(6)
+    views = np.stack([unit(rng.normal(size=8)) for _ in range(3)])
+    weights = [0.5, 0.3, 0.2]
+    result = retrieve_labels_fused(text_store, "m", IDENTITY, views, weights, k=8, mode="text")
+    texts = text_store.collection("m").get(include=["embeddings", "metadatas"])
+    expected = {m["label"]: float(np.dot(weights, views @ e)) for e, m in zip(texts["embeddings"], texts["metadatas"])}
+    assert [c.label for c in result.candidates] == sorted(expected, key=expected.get, reverse=True)
+    for candidate in result.candidates:
+        assert candidate.score == pytest.approx(expected[candidate.label], abs=1e-5)
+
+
+def test_one_view_is_plain_retrieval(text_store: MemoryStore) -> None:
+    query = unit(np.arange(8.0))
+    fused = retrieve_labels_fused(text_store, "m", IDENTITY, query[None], [1.0], k=4, mode="text")
+    plain = retrieve_labels(text_store, "m", IDENTITY, query, k=4, mode="text")
+    assert [(c.label, round(c.score, 5)) for c in fused.candidates] == [
+        (c.label, round(c.score, 5)) for c in plain.candidates
+    ]
+
+
+def test_regions_search_label_texts_in_auto_mode_when_there_are_any(crowded_store, tmp_path: Path) -> None:
+    store, _ = crowded_store
+    assert region_mode(store, "m", "auto") == "image"  # only exemplar images: they are all there is
+    store.add("m", IDENTITY, [NewEntry("named", "text", "t", unit(np.ones(8)))])
+    assert region_mode(store, "m", "auto") == "text"
+    assert region_mode(store, "m", "image") == "image"
+
+
+def test_restricting_candidates_renormalises_their_probabilities(crowded_store) -> None:
+    store, query = crowded_store
+    result = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
+    kept = result.restricted([3, 1])
+    assert [c.label for c in kept.candidates] == [result.candidates[1].label, result.candidates[3].label]
+    assert sum(c.probability for c in kept.candidates) == pytest.approx(1.0)
+    assert kept.candidates[0].probability / kept.candidates[1].probability == pytest.approx(
+        result.candidates[1].probability / result.candidates[3].probability
+    )

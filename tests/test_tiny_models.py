@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rar_tools.encoder import create_encoder
+from rar_tools.testing.tiny_detector import write_tiny_owlv2
 from rar_tools.testing.tiny_models import write_tiny_clip
 
 
@@ -32,3 +33,23 @@ def test_command_writes_every_checkpoint(tmp_path: Path) -> None:
     assert (out / "clip" / "open_clip_config.json").is_file()
     assert (out / "mllm" / "config.json").is_file()
     assert (out / "llava" / "config.json").is_file()
+    assert (out / "detector" / "config.json").is_file()
+
+
+def test_tiny_detector_loads_through_the_auto_classes(tmp_path: Path) -> None:
+    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+    folder = write_tiny_owlv2(tmp_path / "detector")
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(folder)
+    queries = [["a bird", "a very long query that is cut to sixteen tokens"]]
+    ids = processor(text=queries, return_tensors="pt", truncation=True).input_ids
+    assert model.config.model_type == "owlv2" and ids.shape == (2, 16)
+    # OWL pools at the highest id: end of text, after "a bird" as 5 byte tokens, and last in the cut query
+    assert ids.argmax(-1).tolist() == [6, 15]
+
+
+def test_tiny_detector_weights_are_deterministic(tmp_path: Path) -> None:
+    a = write_tiny_owlv2(tmp_path / "a") / "model.safetensors"
+    b = write_tiny_owlv2(tmp_path / "b") / "model.safetensors"
+    assert a.read_bytes() == b.read_bytes()

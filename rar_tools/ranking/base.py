@@ -40,7 +40,8 @@ class RankRequest:
     """Everything a backend needs to rank candidates for one image.
 
     `exemplars` (optional) holds, per candidate in the same order, one stored example image of
-    that label or None; backends show them next to the names.
+    that label or None; backends show them next to the names. `context` (optional) is a second view
+    of the query, the whole picture with the region marked, shown right after the query image.
     """
 
     image: Image.Image
@@ -48,6 +49,7 @@ class RankRequest:
     mode: RankMode = "score"
     icl: bool = False
     exemplars: tuple[Image.Image | None, ...] | None = None
+    context: Image.Image | None = None
 
 
 class Ranker(Protocol):

@@ -24,7 +24,7 @@ from rar_tools.devices import resolve_device
 from rar_tools.errors import ModelLoadError, RankerError
 from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankResult
 from rar_tools.ranking.parsing import generated_ranking
-from rar_tools.ranking.prompts import EXEMPLAR_INTRO, downscale, exemplar_pairs, ranking_prompt, shown_names
+from rar_tools.ranking.prompts import downscale, exemplar_pairs, request_prompt, shown_names
 
 ANSWER_OPENING = "["
 # Families trained on one image per prompt: exemplar images are refused rather than mis-shown.
@@ -66,12 +66,15 @@ def load_model(model: str, device: str):
 
 
 def build_messages(request: RankRequest, names: list[str], max_side: int, opening: str | None):
-    """Chat messages: query image, ranking instruction, then each exemplar's quoted name and image.
+    """Chat messages: query image (and its context image), ranking instruction, then each
+    exemplar's quoted name and image.
 
     With `opening`, an assistant turn holding it follows, for the model to continue."""
     pairs = exemplar_pairs(request, names)
-    text = ranking_prompt(names, icl=request.icl) + (EXEMPLAR_INTRO if pairs else "")
-    content = [{"type": "image", "image": downscale(request.image, max_side)}, {"type": "text", "text": text}]
+    text = request_prompt(names, request.icl, request.context is not None, bool(pairs))
+    queries = [request.image] if request.context is None else [request.image, request.context]
+    content = [{"type": "image", "image": downscale(image, max_side)} for image in queries]
+    content.append({"type": "text", "text": text})
     for name, image in pairs:
         content.append({"type": "text", "text": f" {name!r}:"})
         content.append({"type": "image", "image": downscale(image, max_side)})
@@ -286,10 +289,10 @@ class TransformersRanker:
     def _messages(self, request: RankRequest, opening: str | None) -> tuple[list[str], list[dict]]:
         """The shown candidate names and the chat messages for `request`."""
         names = shown_names(request.candidates)
-        if self.family in SINGLE_IMAGE_FAMILIES and exemplar_pairs(request, names):
+        if self.family in SINGLE_IMAGE_FAMILIES and (exemplar_pairs(request, names) or request.context):
             raise RankerError(
                 f"the ranker model family {self.family!r} takes one image per prompt, so exemplar "
-                "images can't be shown to it: rank without exemplars, or use a multi-image model "
-                "such as Qwen2-VL / Qwen2.5-VL"
+                "or context images can't be shown to it: rank without exemplars and ranker_context, "
+                "or use a multi-image model such as Qwen2-VL / Qwen2.5-VL"
             )
         return names, build_messages(request, names, self.config.max_image_side, opening)

@@ -46,7 +46,7 @@ from PIL import Image
 from rar_tools.errors import RankerError
 from rar_tools.ranking.base import Fallback, RankedLabel, RankerConfig, RankRequest, RankResult
 from rar_tools.ranking.parsing import generated_ranking
-from rar_tools.ranking.prompts import EXEMPLAR_INTRO, downscale, exemplar_pairs, ranking_prompt, shown_names
+from rar_tools.ranking.prompts import downscale, exemplar_pairs, request_prompt, shown_names
 
 TOP_LOGPROBS = 20
 MAX_ERROR_CHARS = 300
@@ -88,10 +88,13 @@ def image_data_url(image: Image.Image, max_side: int) -> str:
 
 
 def build_content(request: RankRequest, names: list[str], max_side: int) -> list[dict]:
-    """User content: query image, ranking instruction, then each exemplar's quoted name and image."""
+    """User content: query image (and its context image), ranking instruction, then each
+    exemplar's quoted name and image."""
     pairs = exemplar_pairs(request, names)
-    text = ranking_prompt(names, icl=request.icl) + (EXEMPLAR_INTRO if pairs else "")
-    content = [image_part(request.image, max_side), {"type": "text", "text": text}]
+    text = request_prompt(names, request.icl, request.context is not None, bool(pairs))
+    queries = [request.image] if request.context is None else [request.image, request.context]
+    content = [image_part(image, max_side) for image in queries]
+    content.append({"type": "text", "text": text})
     for name, image in pairs:
         content.append({"type": "text", "text": f" {name!r}:"})
         content.append(image_part(image, max_side))

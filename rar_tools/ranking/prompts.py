@@ -36,6 +36,11 @@ EXEMPLAR_INTRO = (
 )
 
 
+CONTEXT_INTRO = (
+    " The first image shows the object to classify; the second shows it, inside a red ellipse, in the whole picture."
+)
+
+
 def clean_candidate(name: str) -> str:
     """Collapse whitespace, drop control characters and cap the length of one candidate name."""
     chars = [" " if ch.isspace() else ch for ch in name]
@@ -46,6 +51,11 @@ def clean_candidate(name: str) -> str:
 def format_names(names: list[str] | tuple[str, ...]) -> str:
     """A Python-style list literal of the names; `repr` quotes and escapes each one."""
     return repr([clean_candidate(n) for n in names])
+
+
+def request_prompt(names: list[str] | tuple[str, ...], icl: bool, context: bool, exemplars: bool) -> str:
+    """The ranking instruction, plus a note on a context image and on exemplar images when shown."""
+    return ranking_prompt(names, icl=icl) + (CONTEXT_INTRO if context else "") + (EXEMPLAR_INTRO if exemplars else "")
 
 
 def ranking_prompt(names: list[str] | tuple[str, ...], icl: bool = False) -> str:

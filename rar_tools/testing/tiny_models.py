@@ -3,9 +3,9 @@
     python -m rar_tools.testing.tiny_models OUT_DIR
 
 writes `OUT_DIR/clip` (open_clip, load it as `local-dir:OUT_DIR/clip`), `OUT_DIR/mllm` (a Qwen2-VL
-family model) and `OUT_DIR/llava` (a LLaVA-1.5 style model), both loadable with the transformers
-Auto classes. Their labels are meaningless: they exist so tests, CI and examples exercise the same
-loading and inference code as real weights, fully offline.
+family model), `OUT_DIR/llava` (a LLaVA-1.5 style model) and `OUT_DIR/detector` (an OWLv2 detector),
+all loadable with the transformers Auto classes. Their labels are meaningless: they exist so tests,
+CI and examples exercise the same loading and inference code as real weights, fully offline.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def write_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
 
 def write_tiny_models(out_dir: Path) -> dict[str, Path]:
     """All tiny checkpoints under `out_dir`; returns their folders by role."""
+    from rar_tools.testing.tiny_detector import write_tiny_owlv2
     from rar_tools.testing.tiny_mllm import write_tiny_llava, write_tiny_qwen2vl
 
     out_dir = Path(out_dir)
@@ -59,6 +60,7 @@ def write_tiny_models(out_dir: Path) -> dict[str, Path]:
         "clip": write_tiny_clip(out_dir / "clip"),
         "mllm": write_tiny_qwen2vl(out_dir / "mllm"),
         "llava": write_tiny_llava(out_dir / "llava"),
+        "detector": write_tiny_owlv2(out_dir / "detector"),
     }
 
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{role}: {path.resolve()}", file=sys.stderr)
     print(
         f"serve with: rar-tools serve --clip-model local-dir:{paths['clip'].resolve()} "
-        f"--ranker-model {paths['mllm'].resolve()}",
+        f"--ranker-model {paths['mllm'].resolve()} --detector-model {paths['detector'].resolve()}",
         file=sys.stderr,
     )
     return 0
