@@ -255,6 +255,20 @@ BAD_ARGUMENTS: dict[str, tuple[str, dict, str]] = {
     "candidate-whitespace": ("rank_candidates", {"image": GOOD, "candidates": ["a", "   "]}, "candidate is empty"),
     "remove-nothing": ("remove_from_memory", {"memory": "m"}, "say what to remove"),
     "remove-unknown-memory": ("remove_from_memory", {"memory": "nope", "label": "seed"}, "does not exist"),
+    "box-outside-image": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "box": [100, 100, 120, 120]},
+        "lies outside the 20x16 image",
+    ),
+    "box-zero-area": ("retrieve_candidates", {"memory": "m", "image": GOOD, "box": [5, 5, 5, 10]}, "has no area"),
+    "box-too-small": ("add_to_memory", {"memory": "m", "label": "x", "images": [GOOD], "box": [0, 0, 2, 2]}, "side"),
+    "box-three-numbers": ("add_to_memory", {"memory": "m", "label": "x", "images": [GOOD], "box": [1, 2, 3]}, "box"),
+    "box-normalized-above-one": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "box": [0, 0, 2, 1], "box_normalized": True},
+        "within 0..1",
+    ),
+    "no-boxes": ("recognize_regions", {"memory": "m", "image": GOOD, "boxes": []}, "at least 1 item"),
     "max-labels-negative": ("list_memories", {"max_labels": -1}, "greater than or equal to 0"),
     "unknown-argument-type": ("list_memories", {"max_labels": [1]}, "valid integer"),
 }
