@@ -80,6 +80,8 @@ def read_image_bytes(source: str, limits: ImageLimits) -> tuple[bytes, str | Non
 def read_file(source: str, limits: ImageLimits) -> tuple[bytes, str]:
     """Read an absolute image path inside the allowed folders: a regular file, never a folder or
     device, and at most `max_bytes` even if it grows while being read."""
+    if "\x00" in source:
+        raise ImageInputError(f"image path {describe(source)} contains a NUL character")
     try:
         path = Path(source.removeprefix("file://")).expanduser()
     except RuntimeError as exc:  # ~user of an unknown user

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
+import hypothesis
 import numpy as np
 import pytest
 from mcp import Client
@@ -24,6 +25,12 @@ from rar_tools.api import RarTools
 from rar_tools.memory import MemoryStore, open_http_client
 from rar_tools.settings import Settings
 from rar_tools.testing.tiny_models import write_tiny_clip, write_tiny_models
+
+# Property-based tests explore at random on developer machines and replay a fixed sequence in CI,
+# so a CI run is reproducible (hypothesis' "derandomize").
+hypothesis.settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 # Tests never reach a model hub: everything they load is written to disk by the tests themselves.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

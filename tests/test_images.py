@@ -148,3 +148,9 @@ def test_stored_copy_is_bounded_and_content_addressed(tmp_path: Path) -> None:
     assert path == stored_image_path(tmp_path, loaded.sha256)
     assert max(Image.open(path).size) == 512
     assert not list(path.parent.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("source", ["~\x00", "/tmp/a\x00b.png", "file:///x\x00"])
+def test_paths_with_nul_characters_are_refused(source: str) -> None:
+    with pytest.raises(ImageInputError, match="NUL character"):
+        load_image(source)
