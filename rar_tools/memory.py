@@ -25,6 +25,9 @@ MEMORY_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 COLLECTION_PREFIX = "rar-"
 SCHEMA_VERSION = 1
 HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max_neighbors": 32}
+KINDS_KEY = "rar_tools_kinds"  # collection metadata: the entry kinds a memory holds, e.g. "image,text"
+ENTRY_KINDS: tuple[EntryKind, ...] = ("image", "text")
+MAX_CACHED_LABELS = 2_000_000
 
 
 def check_memory_name(name: str) -> str:
@@ -108,6 +111,8 @@ class MemoryStore:
             client = open_persistent_client(self.data_dir / "chroma")
         self.client = client
         self.max_batch = int(client.get_max_batch_size())
+        # id -> (label, kind). An id is a hash of (memory, kind, content, label): this never goes stale.
+        self.entry_labels: dict[str, tuple[str, EntryKind]] = {}
 
     # -- collections -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -124,15 +129,19 @@ class MemoryStore:
 
     def collection(self, name: str, identity: EncoderIdentity | None = None, create: bool = False):
         """The collection of memory `name`; refuses an unknown memory unless `create`, and an
-        encoder other than the one that filled it."""
-        check_memory_name(name)
-        cname = COLLECTION_PREFIX + name
-        if name not in self.names():
+        encoder other than the one that filled it. One lookup by name (listing every collection
+        on each call cost more than the search itself in large stores)."""
+        from chromadb.errors import NotFoundError
+
+        cname = COLLECTION_PREFIX + check_memory_name(name)
+        try:
+            collection = self.client.get_collection(cname, embedding_function=None)
+        except NotFoundError:
             if not create:
                 known = ", ".join(self.names()) or "none yet"
-                raise MemoryStoreError(f"memory {name!r} does not exist (memories: {known})")
+                raise MemoryStoreError(f"memory {name!r} does not exist (memories: {known})") from None
             if identity is None:
-                raise MemoryStoreError("creating a memory needs the encoder identity")
+                raise MemoryStoreError("creating a memory needs the encoder identity") from None
             return self.client.create_collection(
                 cname,
                 embedding_function=None,
@@ -145,7 +154,6 @@ class MemoryStore:
                     "created_at": now(),
                 },
             )
-        collection = self.client.get_collection(cname, embedding_function=None)
         if identity is not None:
             check_encoder(name, stored_identity(collection.metadata), identity)
         return collection
@@ -173,6 +181,8 @@ class MemoryStore:
                 metadatas=[unique[i].metadata(stamp) for i in new],
             )
             outcome.added.extend(new)
+        self.entry_labels.update((i, (e.label, e.kind)) for i, e in unique.items())
+        self._note_kinds(collection, {unique[i].kind for i in outcome.added})
         return outcome
 
     def remove(self, name: str, ids: Iterable[str] | None = None, label: str | None = None) -> int:
@@ -188,6 +198,10 @@ class MemoryStore:
             targets.update(zip(got["ids"], got["metadatas"]))
         for chunk in chunks(list(targets), self.max_batch):
             collection.delete(ids=chunk)
+        for removed in targets:
+            self.entry_labels.pop(removed, None)
+        if targets:
+            self._record_kinds(collection, self._scan_kinds(collection))
         self.delete_unused_files({m["sha256"] for m in targets.values() if m.get("image_file")})
         return len(targets)
 
@@ -211,6 +225,34 @@ class MemoryStore:
                 stored_image_path(self.images_dir, sha).unlink(missing_ok=True)
 
     # -- reading -----------------------------------------------------------------------------
+    def neighbours(self, collection: Any, embedding: np.ndarray, n: int) -> list[Hit]:
+        """Up to `n` nearest entries of any kind, best first, carrying only their label and kind.
+
+        Chroma returns ids and distances alone: building every hit's full metadata cost three times
+        the search. Labels and kinds come from `entry_labels`; ids not seen yet are read once.
+        """
+        result = collection.query(
+            query_embeddings=embedding[None, :].astype(np.float32), n_results=n, include=["distances"]
+        )
+        ids, distances = result["ids"][0], result["distances"][0]
+        known = {i: self.entry_labels[i] for i in ids if i in self.entry_labels}
+        known.update(self._read_labels(collection, [i for i in ids if i not in known]))
+        return [
+            Hit(id=i, similarity=1.0 - float(d), metadata={"label": known[i][0], "kind": known[i][1]})
+            for i, d in zip(ids, distances)
+            if i in known  # an entry removed by another writer since the search
+        ]
+
+    def _read_labels(self, collection: Any, ids: list[str]) -> dict[str, tuple[str, EntryKind]]:
+        if not ids:
+            return {}
+        got = collection.get(ids=ids, include=["metadatas"])
+        read = {i: (m["label"], m["kind"]) for i, m in zip(got["ids"], got["metadatas"])}
+        if len(self.entry_labels) + len(read) > MAX_CACHED_LABELS:
+            self.entry_labels.clear()
+        self.entry_labels.update(read)
+        return read
+
     def query(
         self,
         name: str,
@@ -220,7 +262,10 @@ class MemoryStore:
         n: int,
         exclude_labels: Sequence[str] = (),
     ) -> list[Hit]:
-        """Up to `n` nearest entries of `kind`, skipping `exclude_labels`, best first."""
+        """Up to `n` nearest entries of `kind`, skipping `exclude_labels`, best first.
+
+        Filtered: Chroma scans every entry's metadata first (slow in large memories); `neighbours`
+        is the fast path."""
         collection = self.collection(name, identity)
         where: dict[str, Any] = {"kind": kind}
         if exclude_labels:
@@ -259,8 +304,35 @@ class MemoryStore:
             return collection.count()
         return len(collection.get(where={"kind": kind}, include=[])["ids"])
 
-    def has_kind(self, name: str, kind: EntryKind) -> bool:
-        return bool(self.collection(name).get(where={"kind": kind}, limit=1, include=[])["ids"])
+    def kinds(self, name: str) -> set[EntryKind]:
+        """The entry kinds memory `name` holds, as recorded in its collection's metadata.
+
+        Asking Chroma with a metadata filter scans every entry (about 0.1 s per 100k entries), so
+        adds and removals record the kinds; a memory written before that is scanned once here.
+        """
+        collection = self.collection(name)
+        recorded = (collection.metadata or {}).get(KINDS_KEY)
+        if recorded is None:
+            return self._record_kinds(collection, self._scan_kinds(collection))
+        return parse_kinds(recorded)
+
+    def _scan_kinds(self, collection: Any) -> set[EntryKind]:
+        return {kind for kind in ENTRY_KINDS if collection.get(where={"kind": kind}, limit=1, include=[])["ids"]}
+
+    def _note_kinds(self, collection: Any, added: set[EntryKind]) -> None:
+        """Record newly added kinds. Another writer adding another new kind at the same instant can
+        drop one from the record (Chroma replaces metadata whole); the next add of it restores it."""
+        fresh = self.client.get_collection(collection.name, embedding_function=None)
+        recorded = (fresh.metadata or {}).get(KINDS_KEY)
+        if recorded is None:
+            self._record_kinds(fresh, self._scan_kinds(fresh))
+        elif not added <= parse_kinds(recorded):
+            self._record_kinds(fresh, parse_kinds(recorded) | added)
+
+    def _record_kinds(self, collection: Any, kinds: set[EntryKind]) -> set[EntryKind]:
+        fresh = self.client.get_collection(collection.name, embedding_function=None)
+        fresh.modify(metadata={**(fresh.metadata or {}), KINDS_KEY: ",".join(sorted(kinds))})
+        return kinds
 
     def summary(self, name: str) -> MemorySummary:
         collection = self.collection(name)
@@ -326,6 +398,10 @@ def stored_identity(metadata: dict[str, Any] | None) -> EncoderIdentity | None:
     return EncoderIdentity(
         model=metadata["encoder_model"], pretrained=metadata["encoder_pretrained"], dim=int(metadata["encoder_dim"])
     )
+
+
+def parse_kinds(recorded: str) -> set[EntryKind]:
+    return {kind for kind in ENTRY_KINDS if kind in recorded.split(",")}
 
 
 def check_encoder(name: str, stored: EncoderIdentity | None, current: EncoderIdentity) -> None:
