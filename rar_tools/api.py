@@ -11,6 +11,7 @@ The MCP server and the CLI are thin layers over these methods.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ ProgressFn = Callable[[int, int], None]
 MAX_LABEL_CHARS = 200
 MAX_IDS_REPORTED = 1000
 MAX_EXEMPLARS_SHOWN = 8
+KEEP_DECODED_PIXELS = 100_000_000  # about 300 MB of RGB
 
 
 def check_label(label: str, what: str = "label", error: type[RarToolsError] = MemoryStoreError) -> str:
@@ -75,8 +77,10 @@ class RarTools:
         self.settings = settings or Settings()
         self.limits = ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels)
         self._store = store
+        self._store_lock = threading.Lock()
         self.clip = BackgroundModel("CLIP encoder", self._load_encoder)
         self.mllm = BackgroundModel("MLLM ranker", self._load_ranker)
+        self.labels = BackgroundModel("memory label index", self._read_labels)
 
     # -- components ----------------------------------------------------------------------------
     def _load_encoder(self) -> ClipEncoder:
@@ -109,21 +113,28 @@ class RarTools:
 
     @property
     def store(self) -> MemoryStore:
-        if self._store is None:
-            s = self.settings
-            client = open_http_client(s.chroma_url, s.chroma_database) if s.chroma_url else None
-            self._store = MemoryStore(s.data_dir, client)
+        with self._store_lock:  # opened once, also when a background thread asks first
+            if self._store is None:
+                s = self.settings
+                client = open_http_client(s.chroma_url, s.chroma_database) if s.chroma_url else None
+                self._store = MemoryStore(s.data_dir, client)
         return self._store
 
     @property
     def encoder(self) -> ClipEncoder:
         return self.clip.get(self.settings.model_wait_timeout)
 
+    def _read_labels(self) -> int:
+        """Read the labels of every memory's entries, so that searches need not (see `MemoryStore.read_labels`)."""
+        return sum(self.store.read_labels(name) for name in self.store.names())
+
     def start_loading(self) -> None:
-        """Load the models in background threads (the server calls this at start)."""
+        """Load the models, and read the memories' labels, in background threads (the server calls
+        this at start; nothing waits for the labels)."""
         self.clip.start()
         if not self.settings.no_ranker:
             self.mllm.start()
+        self.labels.start()
 
     # -- images ------------------------------------------------------------------------------
     def load(self, source: str) -> LoadedImage:
@@ -154,9 +165,7 @@ class RarTools:
         category, parent = optional_label(category, "category"), optional_label(parent, "parent")
         if not images:
             raise ImageInputError("no images given")
-        if not skip_unreadable:
-            for source in images:
-                self.load(source)
+        checked = {} if skip_unreadable else self._load_all(images)
         encoder = self.encoder
         ids: list[str] = []
         added = present = 0
@@ -164,9 +173,10 @@ class RarTools:
         step = self.settings.batch_size
         for start in range(0, len(images), step):
             loaded = []
-            for source in images[start : start + step]:
+            for index in range(start, min(start + step, len(images))):
+                source = images[index]
                 try:
-                    loaded.append(self.load(source))
+                    loaded.append(checked.pop(index, None) or self.load(source))
                 except ImageInputError as exc:
                     if not skip_unreadable:
                         raise
@@ -181,6 +191,18 @@ class RarTools:
             if progress:
                 progress(min(start + step, len(images)), len(images))
         return self._add_result(memory, "image", added, present, ids, skipped)
+
+    def _load_all(self, images: Sequence[str]) -> dict[int, LoadedImage]:
+        """Load every image first, so that one bad image stores nothing; the decoded images are
+        kept for the add (by position) while they fit in KEEP_DECODED_PIXELS, not decoded twice."""
+        kept: dict[int, LoadedImage] = {}
+        pixels = 0
+        for index, source in enumerate(images):
+            loaded = self.load(source)
+            pixels += loaded.image.width * loaded.image.height
+            if pixels <= KEEP_DECODED_PIXELS:
+                kept[index] = loaded
+        return kept
 
     def _image_entries(
         self, encoder: ClipEncoder, loaded: list[LoadedImage], label: str, category: str | None, parent: str | None

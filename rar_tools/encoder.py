@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,7 @@ from rar_tools.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 SINGLE_TEMPLATE = "a photo of a {}."
+PREPROCESS_THREADS = min(8, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,11 @@ def label_templates(kind: str) -> list[Callable[[str], str]]:
 
 
 class ClipEncoder:
-    """A loaded open_clip model with its preprocessing and tokenizer. Thread-safe."""
+    """A loaded open_clip model with its preprocessing and tokenizer. Thread-safe.
+
+    Images are preprocessed by a small thread pool (Pillow and torch release the GIL), and the
+    next batch is prepared while the model encodes the current one.
+    """
 
     def __init__(
         self,
@@ -63,6 +70,8 @@ class ClipEncoder:
         self.templates = templates
         self.dtype = next(model.parameters()).dtype
         self._lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(PREPROCESS_THREADS, thread_name_prefix="clip-preprocess")
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="clip-prefetch")
 
     @property
     def dim(self) -> int:
@@ -70,14 +79,20 @@ class ClipEncoder:
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(n, dim) unit-norm float32 embeddings, computed in batches of `batch_size`."""
+        batches = [images[start : start + self.batch_size] for start in range(0, len(images), self.batch_size)]
         chunks = []
-        for start in range(0, len(images), self.batch_size):
-            batch = images[start : start + self.batch_size]
-            pixels = torch.stack([self.preprocess(im) for im in batch])
+        upcoming: Future | None = self._prefetch.submit(self.pixels, batches[0]) if batches else None
+        for index in range(len(batches)):
+            pixels = upcoming.result()
+            upcoming = self._prefetch.submit(self.pixels, batches[index + 1]) if index + 1 < len(batches) else None
             with self._lock, torch.inference_mode():
                 features = self.model.encode_image(pixels.to(self.device, self.dtype))
             chunks.append(normalise(features))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The model's input tensor for `images`, preprocessed in parallel."""
+        return torch.stack(list(self._workers.map(self.preprocess, images)))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) unit-norm float32 embeddings of raw texts."""

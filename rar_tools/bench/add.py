@@ -1,0 +1,87 @@
+"""Section `add`: `add_images` throughput against pure encoding of the same images; the store's overhead."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from rar_tools.api import RarTools
+from rar_tools.bench.context import BenchContext
+from rar_tools.bench.report import SectionResult, Table, Target
+from rar_tools.bench.timing import timed
+from rar_tools.images import LoadedImage, store_image
+from rar_tools.memory import MemoryStore, NewEntry
+
+log = logging.getLogger(__name__)
+IMAGES_PER_CALL = 64  # the most one add_to_memory call takes
+MAX_OVERHEAD_PERCENT = 15.0
+
+
+def add_all(tools: RarTools, memory: str, paths: list[str]) -> None:
+    """Add `paths` in calls of IMAGES_PER_CALL images, one label per call."""
+    for start in range(0, len(paths), IMAGES_PER_CALL):
+        tools.add_images(memory, paths[start : start + IMAGES_PER_CALL], label=f"label {start // IMAGES_PER_CALL}")
+
+
+def stage_seconds(tools: RarTools, paths: list[str], embeddings: np.ndarray, device: str) -> dict[str, float]:
+    """Each non-encoding stage of an add, timed alone on the same images: read + hash + decode, the
+    exemplar JPEG copy, and the Chroma write (in a separate store)."""
+    load_s, loaded = timed(lambda: [tools.load(p) for p in paths], device)
+    side = tools.settings.stored_image_side
+    with tempfile.TemporaryDirectory() as tmp:
+        copy_s = timed(lambda: [store_image(Path(tmp), item, side) for item in loaded], device)[0]
+        store = MemoryStore(Path(tmp) / "store")
+        entries = [image_entry(item, embedding) for item, embedding in zip(loaded, embeddings)]
+        chroma_s = timed(lambda: store.add("stages", tools.encoder.identity, entries), device)[0]
+    return {"load_s": load_s, "copy_s": copy_s, "chroma_s": chroma_s}
+
+
+def image_entry(item: LoadedImage, embedding: np.ndarray) -> NewEntry:
+    return NewEntry(label="stages", kind="image", sha256=item.sha256, embedding=embedding, source=item.source_path)
+
+
+def run(ctx: BenchContext) -> SectionResult:
+    tools, device, count = ctx.tools, ctx.device, ctx.config.add_images
+    encoder = tools.encoder
+    paths = ctx.photos(count, seed=2)
+    images = [tools.load(p).image for p in paths]
+    encoder.encode_images(images[:2])  # warm-up
+    log.info("add: encoding %d images, adding them, encoding again", count)
+    encode_before, embeddings = timed(lambda: encoder.encode_images(images), device)
+    add_s = timed(lambda: add_all(tools, "bench-add", paths), device)[0]
+    encode_after = timed(lambda: encoder.encode_images(images), device)[0]
+    encode_s = (encode_before + encode_after) / 2
+    stages = stage_seconds(tools, paths, embeddings, device)
+    overhead = 100.0 * (add_s - encode_s) / encode_s
+    by_stages = 100.0 * sum(stages.values()) / encode_s
+    figures = {
+        "images": count,
+        "images_per_call": IMAGES_PER_CALL,
+        "encoder_batch_size": encoder.batch_size,
+        "encode_s": encode_s,
+        "encode_s_before_after": [encode_before, encode_after],
+        "add_s": add_s,
+        "encode_images_per_s": count / encode_s,
+        "add_images_per_s": count / add_s,
+        "overhead_percent": overhead,
+        "stages_s": stages,
+        "overhead_percent_from_stages": by_stages,
+    }
+    per_image = [
+        ["encode (mean of before/after)", f"{encode_s:.2f}", f"{1000 * encode_s / count:.1f}"],
+        ["add_images, end to end", f"{add_s:.2f}", f"{1000 * add_s / count:.1f}"],
+        *[[f"  stage alone: {name[:-2]}", f"{s:.3f}", f"{1000 * s / count:.2f}"] for name, s in stages.items()],
+    ]
+    tables = [
+        Table(f"{count} images of 640x480, {IMAGES_PER_CALL} per call", ["step", "total s", "ms/image"], per_image),
+        Table(
+            "store overhead (add time beyond encoding, % of encoding time)",
+            ["measured as", "overhead %"],
+            [["add - encode", f"{overhead:.1f}"], ["sum of stages alone", f"{by_stages:.1f}"]],
+        ),
+    ]
+    targets = [Target("store overhead on add", overhead, MAX_OVERHEAD_PERCENT, False, "%")]
+    return SectionResult("add", tables, figures, targets)
