@@ -85,7 +85,7 @@ class RarTools:
     # -- components ----------------------------------------------------------------------------
     def _load_encoder(self) -> ClipEncoder:
         s = self.settings
-        return create_encoder(s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates)
+        return create_encoder(s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates, s.clip_precision)
 
     def _load_ranker(self) -> Ranker:
         s = self.settings

@@ -19,6 +19,7 @@ class BenchConfig:
     sections: tuple[str, ...] = SECTIONS
     clip_model: str = "ViT-B-16"
     clip_pretrained: str = "none"
+    clip_precision: str = "auto"
     ranker_model: str | None = None
     device: str = "auto"
     repeats: int = 20
@@ -71,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-model", default="ViT-B-16", help="open_clip model name, hf-hub: or local-dir:")
     parser.add_argument(
         "--clip-pretrained", default="none", help="weights tag; 'none' (default): random init, same speed"
+    )
+    parser.add_argument(
+        "--clip-precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="CLIP weights: auto (fp16 on CUDA, else fp32)",
     )
     parser.add_argument(
         "--ranker-model",

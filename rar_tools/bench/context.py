@@ -46,6 +46,7 @@ class BenchContext:
             data_dir=work_dir / "memories",
             clip_model=config.clip_model,
             clip_pretrained=config.clip_pretrained,
+            clip_precision=config.clip_precision,
             device=config.device,
             no_ranker=not needs_ranker,
             ranker_model=ranker_folder(config.ranker_model, work_dir, config.device) if needs_ranker else "none",

@@ -70,7 +70,8 @@ def stdio_parameters(settings: Settings, data_dir: Path) -> StdioServerParameter
         "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
     }
     args = ["-m", "rar_tools", "serve", "--data-dir", str(data_dir), "--clip-model", settings.clip_model]
-    args += ["--clip-pretrained", str(settings.clip_pretrained), "--ranker-model", settings.ranker_model]
+    args += ["--clip-pretrained", str(settings.clip_pretrained), "--clip-precision", settings.clip_precision]
+    args += ["--ranker-model", settings.ranker_model]
     return StdioServerParameters(command=sys.executable, args=[*args, "--device", settings.device], env=env)
 
 
