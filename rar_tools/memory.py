@@ -123,6 +123,8 @@ class MemoryStore:
         self.max_batch = int(client.get_max_batch_size())
         # id -> (label, kind). An id is a hash of (memory, kind, content, label): this never goes stale.
         self.entry_labels: dict[str, tuple[str, EntryKind]] = {}
+        # (memory, k) -> neighbour-list width its label searches needed (retrieval starts there)
+        self.widths: dict[tuple[str, int], int] = {}
 
     # -- collections -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -210,10 +212,17 @@ class MemoryStore:
             collection.delete(ids=chunk)
         for removed in targets:
             self.entry_labels.pop(removed, None)
+        self.forget_widths(name)
         if targets:
             self._record_kinds(collection, self._scan_kinds(collection))
         self.delete_unused_files({m["sha256"] for m in targets.values() if m.get("image_file")})
         return len(targets)
+
+    def forget_widths(self, name: str) -> None:
+        """After a removal a memory may need narrower lists again."""
+        for key in list(self.widths):
+            if key[0] == name:
+                self.widths.pop(key, None)
 
     def drop(self, name: str) -> int:
         """Delete a whole memory; returns the number of entries it held."""
@@ -221,6 +230,7 @@ class MemoryStore:
         count = collection.count()
         shas = {m["sha256"] for m in self.all_metadata(collection) if m.get("image_file")}
         self.client.delete_collection(COLLECTION_PREFIX + name)
+        self.forget_widths(name)
         self.delete_unused_files(shas)
         return count
 

@@ -54,20 +54,22 @@ def nearest_hits_by_label(
     """Neighbours grouped by kind and label, until each of `kinds` has k labels or the memory has no more.
 
     Many exemplars of one label can fill a whole neighbour list, so the list is widened (64, 256,
-    1024, 4096 neighbours). It is never filtered: a Chroma metadata filter scans every entry, which
-    cost 0.1-0.3 s per query at 100k entries. In a nearest-first list, the first k distinct labels
-    are exactly the k labels with the best similarity. A kind still short at 4096 (a memory with
-    fewer labels than k, or a kind far outnumbered) goes on with filtered queries that exclude the
-    labels found.
+    1024, 4096 neighbours); the store remembers the width a memory needed for k, and later searches
+    start there (so a support count can grow with a memory's history). The list is never filtered:
+    a Chroma metadata filter scans every entry, which cost 0.1-0.3 s per query at 100k entries. In a
+    nearest-first list, the first k distinct labels are exactly the k labels with the best
+    similarity. A kind still short at 4096 (a memory with fewer labels than k, or a kind far
+    outnumbered) goes on with filtered queries that exclude the labels found.
     """
     collection = store.collection(memory, identity)
-    n = max(FIRST_WIDTH, 4 * k)
+    n = max(FIRST_WIDTH, 4 * k, store.widths.get((memory, k), 0))
     while True:
         hits = store.neighbours(collection, embedding, n)
         found = {kind: group_by_label(h for h in hits if h.metadata["kind"] == kind) for kind in kinds}
         short = [kind for kind in kinds if len(found[kind]) < k]
         if not short or len(hits) < n:
             return found
+        store.widths[(memory, k)] = min(n * WIDEN_FACTOR, WIDEST)
         if n >= WIDEST:
             for kind in short:
                 exclude_found_labels(store, memory, identity, embedding, kind, k, found[kind])

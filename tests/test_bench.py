@@ -14,6 +14,7 @@ import pytest
 
 from rar_tools.bench import SECTIONS, BenchConfig, run_bench
 from rar_tools.bench.data import ClusteredSpace, exact_top_labels, label_recall, write_photos
+from rar_tools.bench.timing import time_rounds
 from rar_tools.cli import main
 
 
@@ -147,6 +148,14 @@ def test_photos_are_distinct_and_rewritten_identically(tmp_path: Path) -> None:
 
 def test_resolved_defaults_depend_on_the_device() -> None:
     cpu, gpu = BenchConfig().resolved("cpu"), BenchConfig().resolved("cuda")
-    assert (cpu.ranker_model, cpu.batch_sizes) == ("tiny", (1, 32))
+    assert (cpu.ranker_model, cpu.batch_sizes) == ("tiny", (1, 4, 32))
     assert (gpu.ranker_model, gpu.batch_sizes) == ("random-qwen2.5-vl-3b", (1, 32, 256))
     assert replace(BenchConfig(), add_images=7).resolved("cpu").add_images == 7
+
+
+def test_time_rounds_rotates_which_call_goes_first() -> None:
+    order: list[tuple[str, int]] = []
+    calls = {name: (lambda index, name=name: order.append((name, index))) for name in ("a", "b")}
+    seconds = time_rounds(calls, 3)
+    assert order == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+    assert [len(v) for v in seconds.values()] == [3, 3]

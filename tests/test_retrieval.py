@@ -77,6 +77,16 @@ def test_candidates_carry_the_category_and_parent_of_their_best_entry(tmp_path: 
     assert (candidate.category, candidate.parent) == ("larus", "seabird")
 
 
+def test_the_width_a_crowded_memory_needed_is_where_later_searches_start(crowded_store) -> None:
+    store, query = crowded_store
+    first = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
+    assert store.widths[("m", 5)] == 256  # 100 "crowd" exemplars fill the first list of 64
+    again = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
+    assert [c.label for c in again.candidates] == [c.label for c in first.candidates]
+    store.remove("m", label="other 0")
+    assert ("m", 5) not in store.widths
+
+
 def test_candidates_are_ordered_by_score(crowded_store) -> None:
     store, query = crowded_store
     scores = [c.score for c in retrieve_labels(store, "m", IDENTITY, query, k=8, mode="image").candidates]

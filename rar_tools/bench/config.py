@@ -45,8 +45,8 @@ class BenchConfig:
             device=device,
             ranker_model=self.ranker_model or (RANDOM_QWEN25_VL_3B if gpu else TINY_RANKER),
             encode_images=self.encode_images or (1024 if gpu else 64),
-            batch_sizes=self.batch_sizes or ((1, 32, 256) if gpu else (1, 32)),
-            add_images=self.add_images or (1000 if gpu else 96),
+            batch_sizes=self.batch_sizes or ((1, 32, 256) if gpu else (1, 4, 32)),
+            add_images=self.add_images or (1000 if gpu else 256),
         )
 
 
@@ -87,9 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--repeats", type=positive, default=20, help="timed calls per latency figure")
     parser.add_argument("--encode-images", type=positive, help="images per encoding figure (CPU 64, CUDA 1024)")
-    parser.add_argument("--batch-sizes", type=positive, nargs="+", help="encoder batch sizes (CPU 1 32, CUDA 1 32 256)")
+    parser.add_argument(
+        "--batch-sizes", type=positive, nargs="+", help="encoder batch sizes (CPU 1 4 32, CUDA 1 32 256)"
+    )
     parser.add_argument("--text-labels", type=positive, default=128, help="label texts for the text-encoding figure")
-    parser.add_argument("--add-images", type=positive, help="images added to memory (CPU 96, CUDA 1000)")
+    parser.add_argument("--add-images", type=positive, help="images added to memory (CPU 256, CUDA 1000)")
     parser.add_argument("--sizes", type=positive, nargs="+", default=[1000, 10000, 100000], help="memory sizes")
     parser.add_argument("--labels", type=positive, default=1000, help="labels the retrieval memories are spread over")
     parser.add_argument("--queries", type=positive, default=200, help="retrieval queries per memory size")

@@ -12,7 +12,8 @@ from dataclasses import replace
 
 from rar_tools.bench.context import BenchContext
 from rar_tools.bench.report import SectionResult, Table, Target
-from rar_tools.bench.timing import gpu_peak_bytes, reset_gpu_peak, summarise, time_calls
+from rar_tools.bench.timing import gpu_peak_bytes, reset_gpu_peak, summarise, time_rounds
+from rar_tools.errors import RarToolsError
 from rar_tools.images import load_image
 from rar_tools.ranking import RankRequest
 from rar_tools.testing.tiny_mllm import NAMES
@@ -31,16 +32,19 @@ def run(ctx: BenchContext) -> SectionResult:
     image = load_image(ctx.photos(1, seed=3)[0]).image
     reset_gpu_peak(device)
     rows, by_k = [], {}
+    previous = ranker.config
     for k in config.ks:
         if k > len(NAMES):
-            raise ValueError(f"k={k}: the rank benchmark has {len(NAMES)} candidate names")
-        ranker.config = replace(ranker.config, max_new_tokens=token_budget(k))
-        candidates = tuple(NAMES[:k])
+            raise RarToolsError(f"k={k}: the rank benchmark has {len(NAMES)} candidate names")
+        ranker.config = replace(previous, max_new_tokens=token_budget(k))
+        requests = {mode: RankRequest(image, tuple(NAMES[:k]), mode=mode) for mode in ("score", "generate")}
         log.info("rank: k=%d, score and generate mode", k)
-        score = summarise(time_calls(lambda c=candidates: ranker.rank(RankRequest(image, c)), config.repeats, device))
-        generate = summarise(
-            time_calls(lambda c=candidates: ranker.rank(RankRequest(image, c, mode="generate")), config.repeats, device)
-        )
+        for mode, warmup in (("score", 3), ("generate", 2)):
+            for _ in range(warmup):
+                ranker.rank(requests[mode])
+        calls = {mode: lambda _, request=request: ranker.rank(request) for mode, request in requests.items()}
+        seconds = time_rounds(calls, config.repeats, device)
+        score, generate = summarise(seconds["score"]), summarise(seconds["generate"])
         ratio = generate["p50_ms"] / score["p50_ms"]
         by_k[str(k)] = {
             "score": score,
@@ -59,8 +63,9 @@ def run(ctx: BenchContext) -> SectionResult:
                 str(token_budget(k)),
             ]
         )
+    ranker.config = previous
     table = Table(
-        f"{ranker.name} on {device}, ms per ranking ({config.repeats} calls after a warm-up)",
+        f"{ranker.name} on {device}, ms per ranking ({config.repeats} calls per mode, alternating, after warm-up)",
         ["k", "score p50", "score p95", "generate p50", "generate p95", "gen/score", "max_new_tokens"],
         rows,
     )

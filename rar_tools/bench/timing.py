@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,18 @@ def time_calls(fn: Callable[[], Any], repeats: int, device: str = "cpu", warmup:
     for _ in range(warmup):
         fn()
     return [timed(fn, device)[0] for _ in range(repeats)]
+
+
+def time_rounds(calls: dict[str, Callable[[int], Any]], rounds: int, device: str = "cpu") -> dict[str, list[float]]:
+    """Seconds of each call (given the round number) in each of `rounds` rounds. The order rotates
+    every round, so that drift in the machine's load reaches every call alike."""
+    names = list(calls)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds[name].append(timed(partial(calls[name], index), device)[0])
+    return seconds
 
 
 def summarise(seconds: Sequence[float]) -> dict[str, float]:
