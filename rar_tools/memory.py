@@ -282,24 +282,8 @@ class MemoryStore:
         n: int,
         exclude_labels: Sequence[str] = (),
     ) -> list[Hit]:
-        """Up to `n` nearest entries of `kind`, skipping `exclude_labels`, best first.
-
-        Filtered: Chroma scans every entry's metadata first (slow in large memories); `neighbours`
-        is the fast path."""
-        collection = self.collection(name, identity)
-        where: dict[str, Any] = {"kind": kind}
-        if exclude_labels:
-            where = {"$and": [where, {"label": {"$nin": list(exclude_labels)}}]}
-        result = collection.query(
-            query_embeddings=embedding[None, :].astype(np.float32),
-            n_results=n,
-            where=where,
-            include=["metadatas", "distances"],
-        )
-        return [
-            Hit(id=i, similarity=1.0 - float(d), metadata=m)
-            for i, d, m in zip(result["ids"][0], result["distances"][0], result["metadatas"][0])
-        ]
+        """Up to `n` nearest entries of `kind` in memory `name`, skipping `exclude_labels`, best first."""
+        return filtered_query(self.collection(name, identity), embedding, kind, n, exclude_labels)
 
     def best_exemplar_file(
         self, name: str, identity: EncoderIdentity, embedding: np.ndarray, label: str
@@ -330,7 +314,10 @@ class MemoryStore:
         Asking Chroma with a metadata filter scans every entry (about 0.1 s per 100k entries), so
         adds and removals record the kinds; a memory written before that is scanned once here.
         """
-        collection = self.collection(name)
+        return self.collection_kinds(self.collection(name))
+
+    def collection_kinds(self, collection: Any) -> set[EntryKind]:
+        """`kinds` of a collection already at hand."""
         recorded = (collection.metadata or {}).get(KINDS_KEY)
         if recorded is None:
             return self._record_kinds(collection, self._scan_kinds(collection))
@@ -367,8 +354,7 @@ class MemoryStore:
 
     def entries(self, name: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Metadata of the given entry ids that exist."""
-        got = self.collection(name).get(ids=list(ids), include=["metadatas"])
-        return dict(zip(got["ids"], got["metadatas"]))
+        return metadata_by_id(self.collection(name), ids)
 
     def all_metadata(self, collection: Any) -> Iterable[dict[str, Any]]:
         for _, metadatas in pages(collection):
@@ -384,6 +370,38 @@ class MemoryStore:
             self.entry_labels.update((i, (m["label"], m["kind"])) for i, m in zip(ids, metadatas))
             read += len(ids)
         return read
+
+
+def memory_name(collection: Any) -> str:
+    return collection.name[len(COLLECTION_PREFIX) :]
+
+
+def metadata_by_id(collection: Any, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Metadata of the given entry ids that exist."""
+    got = collection.get(ids=list(ids), include=["metadatas"])
+    return dict(zip(got["ids"], got["metadatas"]))
+
+
+def filtered_query(
+    collection: Any, embedding: np.ndarray, kind: EntryKind, n: int, exclude_labels: Sequence[str] = ()
+) -> list[Hit]:
+    """Up to `n` nearest entries of `kind`, skipping `exclude_labels`, best first.
+
+    Filtered: Chroma scans every entry's metadata first (slow in large memories); `neighbours` is
+    the fast path."""
+    where: dict[str, Any] = {"kind": kind}
+    if exclude_labels:
+        where = {"$and": [where, {"label": {"$nin": list(exclude_labels)}}]}
+    result = collection.query(
+        query_embeddings=embedding[None, :].astype(np.float32),
+        n_results=n,
+        where=where,
+        include=["metadatas", "distances"],
+    )
+    return [
+        Hit(id=i, similarity=1.0 - float(d), metadata=m)
+        for i, d, m in zip(result["ids"][0], result["distances"][0], result["metadatas"][0])
+    ]
 
 
 def pages(collection: Any, size: int = 5000) -> Iterable[tuple[list[str], list[dict[str, Any]]]]:

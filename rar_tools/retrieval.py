@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.memory import EntryKind, Hit, MemoryStore
+from rar_tools.memory import EntryKind, Hit, MemoryStore, filtered_query, memory_name, metadata_by_id
 
 RetrievalMode = Literal["auto", "image", "text"]
 LabelScore = Literal["max", "sum-top3"]
@@ -44,12 +44,7 @@ class Retrieval:
 
 
 def nearest_hits_by_label(
-    store: MemoryStore,
-    memory: str,
-    identity: EncoderIdentity,
-    embedding: np.ndarray,
-    kinds: Sequence[EntryKind],
-    k: int,
+    store: MemoryStore, collection: Any, embedding: np.ndarray, kinds: Sequence[EntryKind], k: int
 ) -> dict[EntryKind, dict[str, list[Hit]]]:
     """Neighbours grouped by kind and label, until each of `kinds` has k labels or the memory has no more.
 
@@ -61,18 +56,18 @@ def nearest_hits_by_label(
     similarity. A kind still short at 4096 (a memory with fewer labels than k, or a kind far
     outnumbered) goes on with filtered queries that exclude the labels found.
     """
-    collection = store.collection(memory, identity)
-    n = max(FIRST_WIDTH, 4 * k, store.widths.get((memory, k), 0))
+    key = (memory_name(collection), k)
+    n = max(FIRST_WIDTH, 4 * k, store.widths.get(key, 0))
     while True:
         hits = store.neighbours(collection, embedding, n)
         found = {kind: group_by_label(h for h in hits if h.metadata["kind"] == kind) for kind in kinds}
         short = [kind for kind in kinds if len(found[kind]) < k]
         if not short or len(hits) < n:
             return found
-        store.widths[(memory, k)] = min(n * WIDEN_FACTOR, WIDEST)
+        store.widths[key] = min(n * WIDEN_FACTOR, WIDEST)
         if n >= WIDEST:
             for kind in short:
-                exclude_found_labels(store, memory, identity, embedding, kind, k, found[kind])
+                exclude_found_labels(collection, embedding, kind, k, found[kind])
             return found
         n *= WIDEN_FACTOR
 
@@ -86,18 +81,12 @@ def group_by_label(hits: Iterable[Hit]) -> dict[str, list[Hit]]:
 
 
 def exclude_found_labels(
-    store: MemoryStore,
-    memory: str,
-    identity: EncoderIdentity,
-    embedding: np.ndarray,
-    kind: EntryKind,
-    k: int,
-    found: dict[str, list[Hit]],
+    collection: Any, embedding: np.ndarray, kind: EntryKind, k: int, found: dict[str, list[Hit]]
 ) -> None:
     """Add labels to `found` with filtered queries that exclude those already found; each round
     finds at least one new label or proves there is none."""
     while len(found) < k:
-        hits = store.query(memory, identity, embedding, kind, FIRST_WIDTH, exclude_labels=list(found))
+        hits = filtered_query(collection, embedding, kind, FIRST_WIDTH, exclude_labels=list(found))
         for label, more in group_by_label(hits).items():
             found.setdefault(label, []).extend(more)
         if len(hits) < FIRST_WIDTH:
@@ -165,16 +154,17 @@ def retrieve_labels(
     `image` searches exemplar images (few-shot), `text` label texts (zero-shot), `auto` whichever
     the memory holds, fusing both by averaged probabilities when it holds both.
     """
-    held = store.kinds(memory)
+    collection = store.collection(memory, identity)
+    held = store.collection_kinds(collection)
     kinds: list[EntryKind] = [kind for kind in ("image", "text") if mode in (kind, "auto") and kind in held]
-    found = nearest_hits_by_label(store, memory, identity, embedding, kinds, k) if kinds else {}
+    found = nearest_hits_by_label(store, collection, embedding, kinds, k) if kinds else {}
     per_kind = {kind: candidates_for_kind(found[kind], kind, how) for kind in kinds}
     if len(per_kind) == 1:
         candidates = next(iter(per_kind.values()))
     else:
         candidates = fuse(per_kind)
     candidates = candidates[:k]
-    add_levels(store, memory, candidates)
+    add_levels(collection, candidates)
     # Probabilities over the returned candidates only: a softmax of similarities for one kind,
     # the renormalised fused probabilities for two.
     if len(per_kind) == 1:
@@ -187,11 +177,11 @@ def retrieve_labels(
     return Retrieval(candidates=candidates, kinds=kinds, note=shortfall_note(memory, mode, kinds, candidates, k))
 
 
-def add_levels(store: MemoryStore, memory: str, candidates: list[LabelCandidate]) -> None:
+def add_levels(collection: Any, candidates: list[LabelCandidate]) -> None:
     """Set each candidate's category and parent from its best entry (one read for all)."""
     if not candidates:
         return
-    metadata = store.entries(memory, [c.entry_ids[0] for c in candidates])
+    metadata = metadata_by_id(collection, [c.entry_ids[0] for c in candidates])
     for c in candidates:
         levels = metadata.get(c.entry_ids[0], {})
         c.category, c.parent = levels.get("category"), levels.get("parent")
