@@ -80,7 +80,7 @@ class RarTools:
         self._store_lock = threading.Lock()
         self.clip = BackgroundModel("CLIP encoder", self._load_encoder)
         self.mllm = BackgroundModel("MLLM ranker", self._load_ranker)
-        self.labels = BackgroundModel("memory label index", self._read_labels)
+        self.label_index = BackgroundModel("memory label index", self._read_labels)
 
     # -- components ----------------------------------------------------------------------------
     def _load_encoder(self) -> ClipEncoder:
@@ -134,7 +134,7 @@ class RarTools:
         self.clip.start()
         if not self.settings.no_ranker:
             self.mllm.start()
-        self.labels.start()
+        self.label_index.start()
 
     # -- images ------------------------------------------------------------------------------
     def load(self, source: str) -> LoadedImage:

@@ -159,3 +159,12 @@ def test_time_rounds_rotates_which_call_goes_first() -> None:
     seconds = time_rounds(calls, 3)
     assert order == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
     assert [len(v) for v in seconds.values()] == [3, 3]
+
+
+def test_cuda_is_refused_clearly_where_there_is_none(capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available on this machine")
+    assert main(["bench", "--device", "cuda", "--sections", "retrieve", "--sizes", "10"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err

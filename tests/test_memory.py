@@ -198,7 +198,7 @@ def test_the_server_start_reads_memory_labels_in_the_background(tools: RarTools)
     tools.add_labels("zs", ["a", "b", "c"])
     tools.store.entry_labels.clear()
     tools.start_loading()
-    assert tools.labels.get(timeout=60) == 3 and len(tools.store.entry_labels) == 3
+    assert tools.label_index.get(timeout=60) == 3 and len(tools.store.entry_labels) == 3
 
 
 def test_a_different_encoder_is_refused(tmp_path: Path, make_store) -> None:
