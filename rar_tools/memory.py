@@ -31,6 +31,7 @@ SCHEMA_VERSION = 1
 #   max_neighbors 32, ef_construction 100, ef_search 64:  build 58 s,  p50 7.4 ms, recall@5 1.000, @20 0.985
 #   max_neighbors 32, ef_construction 200, ef_search 128: build 112 s, p50 6.0 ms, recall@5 0.999, @20 0.987
 #   max_neighbors 64, ef_construction 200, ef_search 128: build 110 s, p50 7.1 ms, recall@5 1.000, @20 0.988
+# (Latencies were taken under varying load from other jobs; recall and build time are the deciding figures.)
 # A denser graph than the default is needed for recall; 64 neighbours buy nothing over 32. ef_search only
 # bounds the first, 64-neighbour list: a query for n neighbours searches with max(ef_search, n).
 HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max_neighbors": 32}
