@@ -72,6 +72,7 @@ MAX_EXEMPLARS_SHOWN = 8
 MAX_BOXES = 100
 RANKER_REGION_SIDE = 448  # side of the region image the ranker sees (it may reduce it further)
 BoxArg = Sequence[float]
+KEEP_DECODED_PIXELS = 100_000_000  # about 300 MB of RGB
 
 
 def check_label(label: str, what: str = "label", error: type[RarToolsError] = MemoryStoreError) -> str:
@@ -114,11 +115,12 @@ class RarTools:
         self.clip = BackgroundModel("CLIP encoder", self._load_encoder)
         self.mllm = BackgroundModel("MLLM ranker", self._load_ranker)
         self.detector = BackgroundModel("object detector", self._load_detector)  # on first use only
+        self.label_index = BackgroundModel("memory label index", self._read_labels)
 
     # -- components ----------------------------------------------------------------------------
     def _load_encoder(self) -> ClipEncoder:
         s = self.settings
-        return create_encoder(s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates)
+        return create_encoder(s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates, s.clip_precision)
 
     def _load_ranker(self) -> Ranker:
         s = self.settings
@@ -159,7 +161,7 @@ class RarTools:
     @property
     def store(self) -> MemoryStore:
         """The memory store, opened (and its data folder locked) on first use."""
-        with self._store_lock:
+        with self._store_lock:  # opened once, also when a background thread asks first
             if self._store is None:
                 s = self.settings
                 client = open_http_client(s.chroma_url, s.chroma_database) if s.chroma_url else None
@@ -186,11 +188,17 @@ class RarTools:
     def encoder(self) -> ClipEncoder:
         return self.clip.get(self.settings.model_wait_timeout)
 
+    def _read_labels(self) -> int:
+        """Read the labels of every memory's entries, so that searches need not (see `MemoryStore.read_labels`)."""
+        return sum(self.store.read_labels(name) for name in self.store.names())
+
     def start_loading(self) -> None:
-        """Load the models in background threads (the server calls this at start)."""
+        """Load the models, and read the memories' labels, in background threads (the server calls
+        this at start; nothing waits for the labels)."""
         self.clip.start()
         if not self.settings.no_ranker:
             self.mllm.start()
+        self.label_index.start()
 
     # -- images ------------------------------------------------------------------------------
     def load(self, source: str, full_resolution: bool = False) -> LoadedImage:
@@ -226,9 +234,7 @@ class RarTools:
         category, parent = optional_label(category, "category"), optional_label(parent, "parent")
         if not images:
             raise ImageInputError("no images given")
-        if not skip_unreadable:
-            for source in images:
-                self._load_exemplar(source, box, box_normalized)
+        checked = {} if skip_unreadable else self._load_all(images, box, box_normalized)
         encoder = self.encoder
         ids: list[str] = []
         added = present = 0
@@ -236,9 +242,10 @@ class RarTools:
         step = self.settings.batch_size
         for start in range(0, len(images), step):
             loaded = []
-            for source in images[start : start + step]:
+            for index in range(start, min(start + step, len(images))):
+                source = images[index]
                 try:
-                    loaded.append(self._load_exemplar(source, box, box_normalized))
+                    loaded.append(checked.pop(index, None) or self._load_exemplar(source, box, box_normalized))
                 except ImageInputError as exc:
                     if not skip_unreadable:
                         raise
@@ -264,6 +271,20 @@ class RarTools:
         config = self.view_config
         crop = rar_crop(loaded.image, region, config.side, config.margin, config.blur_radius)
         return LoadedImage(crop, pixels_sha256(crop), loaded.source_path)
+
+    def _load_all(
+        self, images: Sequence[str], box: BoxArg | None = None, box_normalized: bool = False
+    ) -> dict[int, LoadedImage]:
+        """Load every image first, so that one bad image stores nothing; the decoded images are
+        kept for the add (by position) while they fit in KEEP_DECODED_PIXELS, not decoded twice."""
+        kept: dict[int, LoadedImage] = {}
+        pixels = 0
+        for index, source in enumerate(images):
+            loaded = self._load_exemplar(source, box, box_normalized)
+            pixels += loaded.image.width * loaded.image.height
+            if pixels <= KEEP_DECODED_PIXELS:
+                kept[index] = loaded
+        return kept
 
     def _image_entries(
         self,
@@ -504,7 +525,8 @@ class RarTools:
         """Retrieval for encoded queries; with `car`, CaR's filter, label texts encoded once for all."""
         identity, how = self.encoder.identity, self.settings.label_score
         region_search = region_mode(self.store, memory, mode) if any(q.box is not None for q in queries) else mode
-        kinds = {m: searchable_kinds(self.store, memory, m) for m in {mode, region_search}}
+        held = self.store.kinds(memory)
+        kinds = {m: searchable_kinds(held, m) for m in {mode, region_search}}
         found, seconds = [], []
         for query in queries:
             started = time.perf_counter()

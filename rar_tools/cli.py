@@ -380,15 +380,25 @@ def ranker_view_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--ranker-context", action="store_true", help="also show the whole image, region marked")
 
 
+def cmd_bench(tools, args) -> None:
+    from rar_tools.bench import run_bench
+    from rar_tools.bench.config import config_from
+
+    run_bench(config_from(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_settings_flags(common)
     parser = argparse.ArgumentParser(prog="rar-tools", description="RAR visual recognition: MCP server and CLI")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, fn: Callable, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
-        sub.set_defaults(func=fn)
+    def command(
+        name: str, fn: Callable, help_text: str, json_flag: bool = True, settings_flags: bool = True
+    ) -> argparse.ArgumentParser:
+        parents = [common] if settings_flags else []
+        sub = commands.add_parser(name, parents=parents, help=help_text, description=help_text)
+        sub.set_defaults(func=fn, uses_settings=settings_flags)
         if json_flag:
             sub.add_argument("--json", action="store_true", help="print the result as JSON")
         return sub
@@ -485,6 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("memory")
     remove.add_argument("--id", dest="ids", action="append", help="entry id (repeatable)")
     remove.add_argument("--label")
+
+    from rar_tools.bench.config import add_arguments
+
+    bench = command(
+        "bench",
+        cmd_bench,
+        "time encoding, adding, retrieval at scale, ranking modes and whole tool calls",
+        json_flag=False,
+        settings_flags=False,
+    )
+    add_arguments(bench)
     return parser
 
 
@@ -501,6 +522,9 @@ def configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.uses_settings:  # `bench` builds its own settings from its flags
+        configure_logging("INFO")
+        return run_command(args, None)
     try:
         settings = settings_from(args)
     except ValidationError as exc:
@@ -509,7 +533,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     from rar_tools.api import RarTools
 
-    tools = RarTools(settings)
+    return run_command(args, RarTools(settings))
+
+
+def run_command(args: argparse.Namespace, tools) -> int:
+    """Run the chosen command; errors meant for the user become one line on stderr and exit code 2."""
     try:
         args.func(tools, args)
     except RarToolsError as exc:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.memory import EntryKind, Hit, MemoryStore
+from rar_tools.memory import EntryKind, Hit, MemoryStore, filtered_query, memory_name, metadata_by_id
 
 RetrievalMode = Literal["auto", "image", "text"]
 LabelScore = Literal["max", "sum-top3"]
 LOGIT_SCALE = 100.0  # CLIP's learned temperature, used to turn similarities into probabilities
+FIRST_WIDTH = 64  # neighbours in the first query; widened by WIDEN_FACTOR up to WIDEST
+WIDEN_FACTOR = 4
+WIDEST = 4096
 
 
 @dataclass
@@ -48,22 +51,53 @@ class Retrieval:
 
 
 def nearest_hits_by_label(
-    store: MemoryStore, memory: str, identity: EncoderIdentity, embedding: np.ndarray, kind: EntryKind, k: int
-) -> dict[str, list[Hit]]:
-    """Neighbours grouped by label until at least k labels are found or the memory is exhausted.
+    store: MemoryStore, collection: Any, embedding: np.ndarray, kinds: Sequence[EntryKind], k: int
+) -> dict[EntryKind, dict[str, list[Hit]]]:
+    """Neighbours grouped by kind and label, until each of `kinds` has k labels or the memory has no more.
 
-    Many exemplars of one label can fill a whole neighbour list, so each widening query excludes
-    the labels already found; every round finds at least one new label or proves there is none.
+    Many exemplars of one label can fill a whole neighbour list, so the list is widened (64, 256,
+    1024, 4096 neighbours); the store remembers the width a memory needed for k, and later searches
+    start there (so a support count can grow with a memory's history). The list is never filtered:
+    a Chroma metadata filter scans every entry, which cost 0.1-0.3 s per query at 100k entries. In a
+    nearest-first list, the first k distinct labels are exactly the k labels with the best
+    similarity. A kind still short at 4096 (a memory with fewer labels than k, or a kind far
+    outnumbered) goes on with filtered queries that exclude the labels found.
     """
-    found: dict[str, list[Hit]] = {}
-    n = max(4 * k, 32)
+    key = (memory_name(collection), k)
+    n = max(FIRST_WIDTH, 4 * k, store.widths.get(key, 0))
+    while True:
+        hits = store.neighbours(collection, embedding, n)
+        found = {kind: group_by_label(h for h in hits if h.metadata["kind"] == kind) for kind in kinds}
+        short = [kind for kind in kinds if len(found[kind]) < k]
+        if not short or len(hits) < n:
+            return found
+        store.widths[key] = min(n * WIDEN_FACTOR, WIDEST)
+        if n >= WIDEST:
+            for kind in short:
+                exclude_found_labels(collection, embedding, kind, k, found[kind])
+            return found
+        n *= WIDEN_FACTOR
+
+
+def group_by_label(hits: Iterable[Hit]) -> dict[str, list[Hit]]:
+    """Hits by label, in first-seen order (best first when the hits are)."""
+    grouped: dict[str, list[Hit]] = {}
+    for hit in hits:
+        grouped.setdefault(hit.label, []).append(hit)
+    return grouped
+
+
+def exclude_found_labels(
+    collection: Any, embedding: np.ndarray, kind: EntryKind, k: int, found: dict[str, list[Hit]]
+) -> None:
+    """Add labels to `found` with filtered queries that exclude those already found; each round
+    finds at least one new label or proves there is none."""
     while len(found) < k:
-        hits = store.query(memory, identity, embedding, kind, n, exclude_labels=list(found))
-        for hit in hits:
-            found.setdefault(hit.label, []).append(hit)
-        if len(hits) < n:
-            break
-    return found
+        hits = filtered_query(collection, embedding, kind, FIRST_WIDTH, exclude_labels=list(found))
+        for label, more in group_by_label(hits).items():
+            found.setdefault(label, []).extend(more)
+        if len(hits) < FIRST_WIDTH:
+            return
 
 
 def label_score(similarities: Sequence[float], how: LabelScore) -> float:
@@ -90,8 +124,6 @@ def candidates_for_kind(hits_by_label: dict[str, list[Hit]], kind: EntryKind, ho
             score=label_score([h.similarity for h in hits], how),
             support=len(hits),
             entry_ids=[h.id for h in hits],
-            category=best.metadata.get("category"),
-            parent=best.metadata.get("parent"),
         )
         setattr(candidate, f"{kind}_similarity", best.similarity)
         candidates.append(candidate)
@@ -106,9 +138,7 @@ def fuse(per_kind: dict[EntryKind, list[LabelCandidate]]) -> list[LabelCandidate
     fused: dict[str, LabelCandidate] = {}
     for candidates in per_kind.values():
         for c in candidates:
-            into = fused.setdefault(
-                c.label, LabelCandidate(label=c.label, score=0.0, category=c.category, parent=c.parent)
-            )
+            into = fused.setdefault(c.label, LabelCandidate(label=c.label, score=0.0))
             into.score += c.probability / len(per_kind)
             into.support += c.support
             into.entry_ids += c.entry_ids
@@ -135,18 +165,18 @@ def retrieve_labels(
     multiplied by `scale` (see `retrieve_labels_fused`). `kinds`, when given, are the entry kinds
     `searchable_kinds` found for `mode` (callers searching many queries look them up once).
     """
-    kinds = list(kinds) if kinds is not None else searchable_kinds(store, memory, mode)
-    per_kind = {
-        kind: candidates_for_kind(
-            scaled(nearest_hits_by_label(store, memory, identity, embedding, kind, k), scale), kind, how
-        )
-        for kind in kinds
-    }
+    collection = store.collection(memory, identity)
+    if kinds is None:
+        kinds = searchable_kinds(store.collection_kinds(collection), mode)
+    kinds = list(kinds)
+    found = nearest_hits_by_label(store, collection, embedding, kinds, k) if kinds else {}
+    per_kind = {kind: candidates_for_kind(scaled(found[kind], scale), kind, how) for kind in kinds}
     if len(per_kind) == 1:
         candidates = next(iter(per_kind.values()))
     else:
         candidates = fuse(per_kind)
     candidates = candidates[:k]
+    add_levels(collection, candidates)
     # Probabilities over the returned candidates only: a softmax of similarities for one kind,
     # the renormalised fused probabilities for two.
     if len(per_kind) == 1:
@@ -159,9 +189,9 @@ def retrieve_labels(
     return Retrieval(candidates=candidates, kinds=kinds, note=shortfall_note(memory, mode, kinds, candidates, k))
 
 
-def searchable_kinds(store: MemoryStore, memory: str, mode: RetrievalMode) -> list[EntryKind]:
-    """The entry kinds `mode` searches that the memory holds."""
-    return [kind for kind in ("image", "text") if mode in (kind, "auto") and store.has_kind(memory, kind)]
+def searchable_kinds(held: set[EntryKind], mode: RetrievalMode) -> list[EntryKind]:
+    """The entry kinds `mode` searches among those a memory holds (`MemoryStore.kinds`)."""
+    return [kind for kind in ("image", "text") if mode in (kind, "auto") and kind in held]
 
 
 def scaled(hits_by_label: dict[str, list[Hit]], scale: float) -> dict[str, list[Hit]]:
@@ -212,7 +242,17 @@ def region_mode(store: MemoryStore, memory: str, mode: RetrievalMode) -> Retriev
     retrieves regions image-to-text: crops are small and weak image-to-image queries), else images."""
     if mode != "auto":
         return mode
-    return "text" if store.has_kind(memory, "text") else "image"
+    return "text" if "text" in store.kinds(memory) else "image"
+
+
+def add_levels(collection: Any, candidates: list[LabelCandidate]) -> None:
+    """Set each candidate's category and parent from its best entry (one read for all)."""
+    if not candidates:
+        return
+    metadata = metadata_by_id(collection, [c.entry_ids[0] for c in candidates])
+    for c in candidates:
+        levels = metadata.get(c.entry_ids[0], {})
+        c.category, c.parent = levels.get("category"), levels.get("parent")
 
 
 def shortfall_note(

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         "single", description="label-text prompts: 'a photo of a {}.' or a mean over several templates"
     )
     batch_size: int = Field(32, ge=1, le=1024, description="images or texts per encoder call")
+    clip_precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="CLIP weights: auto (fp16 on CUDA, else fp32); bf16 is faster on CPUs with bfloat16"
+    )
 
     # Input limits
     max_image_bytes: int = Field(20 * 2**20, ge=1024, description="largest accepted image file or payload")

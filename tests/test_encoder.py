@@ -68,3 +68,20 @@ def test_unavailable_device_is_refused(clip_model: str) -> None:
         pytest.skip("CUDA is available on this machine")
     with pytest.raises(ModelLoadError, match="CUDA is not available"):
         create_encoder(clip_model, device="cuda")
+
+
+def test_reduced_precision_encodes_images_and_texts_like_float32(encoder, clip_model: str) -> None:
+    """bf16 on the CPU converts the weights as fp16 on CUDA does: pixels must follow the weights."""
+    low = create_encoder(clip_model, device="cpu", precision="bf16")
+    images = [Image.new("RGB", (40, 30), c) for c in ["red", "blue"]]
+    for full, reduced in [
+        (encoder.encode_images(images), low.encode_images(images)),
+        (encoder.encode_labels(["Blue Jay"]), low.encode_labels(["Blue Jay"])),
+    ]:
+        assert reduced.dtype == np.float32
+        assert (full * reduced).sum(axis=1) == pytest.approx(1.0, abs=0.01)
+
+
+def test_unknown_precision_is_refused(clip_model: str) -> None:
+    with pytest.raises(ModelLoadError, match="unknown CLIP precision 'fp8'"):
+        create_encoder(clip_model, device="cpu", precision="fp8")

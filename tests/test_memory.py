@@ -10,7 +10,7 @@ import pytest
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.errors import EncoderMismatchError, MemoryStoreError
-from rar_tools.memory import NewEntry, check_memory_name
+from rar_tools.memory import KINDS_KEY, MemoryStore, NewEntry, check_memory_name
 
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=4)
 
@@ -145,6 +145,60 @@ def test_entries_persist_across_store_instances(tmp_path: Path, make_store) -> N
     make_store(tmp_path).add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
     reopened = make_store(tmp_path)
     assert reopened.names() == ["m"] and reopened.count("m") == 1
+
+
+def test_the_kinds_a_memory_holds_are_recorded_by_adds(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    store.add("m", IDENTITY, [NewEntry("a", "image", "s1", vector(1, 0, 0, 0))])
+    assert store.kinds("m") == {"image"}
+    store.add("m", IDENTITY, [text_entry("b", vector(0, 1, 0, 0))])
+    assert make_store(tmp_path).kinds("m") == {"image", "text"}
+    assert store.collection("m").metadata[KINDS_KEY] == "image,text"
+
+
+def test_removing_the_last_entry_of_a_kind_updates_the_record(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    store.add("m", IDENTITY, [NewEntry("a", "image", "s1", vector(1, 0, 0, 0)), text_entry("b", vector(0, 1, 0, 0))])
+    store.remove("m", label="b")
+    assert store.kinds("m") == {"image"}
+
+
+def test_a_memory_without_a_kinds_record_is_scanned_once(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
+    collection = store.collection("m")
+    collection.modify(metadata={k: v for k, v in collection.metadata.items() if k != KINDS_KEY})
+    assert store.kinds("m") == {"text"}
+    assert store.collection("m").metadata[KINDS_KEY] == "text"
+
+
+def test_neighbours_read_labels_of_entries_another_store_added(tmp_path: Path, make_store) -> None:
+    writer, reader = make_store(tmp_path), make_store(tmp_path)
+    writer.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0)), text_entry("b", vector(0, 1, 0, 0))])
+    hits = reader.neighbours(reader.collection("m"), vector(1, 0.1, 0, 0), 5)
+    assert [(h.label, h.metadata["kind"]) for h in hits] == [("a", "text"), ("b", "text")]
+    assert hits[0].similarity > hits[1].similarity
+
+
+def test_read_labels_reads_every_entry_label_and_kind(tmp_path: Path, make_store) -> None:
+    make_store(tmp_path).add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0)), text_entry("b", vector(0, 1, 0, 0))])
+    fresh = make_store(tmp_path)
+    assert fresh.read_labels("m") == 2
+    assert sorted(fresh.entry_labels.values()) == [("a", "text"), ("b", "text")]
+
+
+def test_new_memories_take_the_store_hnsw_settings(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path, hnsw={"max_neighbors": 48})
+    store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
+    hnsw = store.collection("m").configuration_json["hnsw"]
+    assert (hnsw["max_neighbors"], hnsw["space"]) == (48, "cosine")
+
+
+def test_the_server_start_reads_memory_labels_in_the_background(tools: RarTools) -> None:
+    tools.add_labels("zs", ["a", "b", "c"])
+    tools.store.entry_labels.clear()
+    tools.start_loading()
+    assert tools.label_index.get(timeout=60) == 3 and len(tools.store.entry_labels) == 3
 
 
 def test_a_different_encoder_is_refused(tmp_path: Path, make_store) -> None:

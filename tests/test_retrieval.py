@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rar_tools import retrieval
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.errors import MemoryStoreError
@@ -57,6 +58,33 @@ def test_k_distinct_labels_even_when_one_label_floods_the_neighbours(crowded_sto
     assert labels[0] == "crowd"
     assert result.candidates[0].support > 5  # many exemplars support the first label
     assert result.note is None
+
+
+def test_labels_past_the_widest_neighbour_list_are_found_with_filters(
+    crowded_store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, query = crowded_store
+    monkeypatch.setattr(retrieval, "WIDEST", 64)  # the 100 "crowd" exemplars fill every unfiltered list
+    labels = [c.label for c in retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image").candidates]
+    assert len(set(labels)) == 5 and labels[0] == "crowd"
+
+
+def test_candidates_carry_the_category_and_parent_of_their_best_entry(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    query = unit(np.eye(8)[0])
+    store.add("m", IDENTITY, [NewEntry("gull", "text", "t", query, category="larus", parent="seabird")])
+    (candidate,) = retrieve_labels(store, "m", IDENTITY, query, k=1, mode="text").candidates
+    assert (candidate.category, candidate.parent) == ("larus", "seabird")
+
+
+def test_the_width_a_crowded_memory_needed_is_where_later_searches_start(crowded_store) -> None:
+    store, query = crowded_store
+    first = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
+    assert store.widths[("m", 5)] == 256  # 100 "crowd" exemplars fill the first list of 64
+    again = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
+    assert [c.label for c in again.candidates] == [c.label for c in first.candidates]
+    store.remove("m", label="other 0")
+    assert ("m", 5) not in store.widths
 
 
 def test_candidates_are_ordered_by_score(crowded_store) -> None:

@@ -6,8 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+from PIL import Image
+
 from rar_tools.encoder import create_encoder
+from rar_tools.ranking.base import RankerConfig, RankRequest
+from rar_tools.ranking.local import TransformersRanker
 from rar_tools.testing.tiny_detector import write_tiny_owlv2
+from rar_tools.testing.tiny_mllm import TINY_QWEN25_VL, write_random_qwen25vl
 from rar_tools.testing.tiny_models import write_tiny_clip
 
 
@@ -53,3 +60,12 @@ def test_tiny_detector_weights_are_deterministic(tmp_path: Path) -> None:
     a = write_tiny_owlv2(tmp_path / "a") / "model.safetensors"
     b = write_tiny_owlv2(tmp_path / "b") / "model.safetensors"
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_random_qwen25vl_ranks_with_cached_scores_equal_to_uncached(tmp_path: Path) -> None:
+    folder = write_random_qwen25vl(tmp_path / "qwen25", TINY_QWEN25_VL)
+    ranker = TransformersRanker(RankerConfig(model=str(folder), device="cpu"))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 150, 3), dtype=np.uint8))
+    request = RankRequest(image=image, candidates=("blue jay", "house sparrow", "barn owl"))
+    assert ranker.family == "qwen2_5_vl"
+    assert ranker.candidate_scores(request) == pytest.approx(ranker.score_without_cache(request), abs=1e-4)

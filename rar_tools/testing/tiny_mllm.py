@@ -21,6 +21,9 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessor,
@@ -41,6 +44,55 @@ TEXT_SIZES = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "max_position_embeddings": 4096,
+}
+
+# Qwen/Qwen2.5-VL-3B-Instruct's sizes (its config.json), for a real-size model with random weights.
+QWEN25_VL_3B = {
+    "text": {
+        "vocab_size": 151936,
+        "hidden_size": 2048,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128000,
+        "rms_norm_eps": 1e-6,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+    },
+    "vision": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "out_hidden_size": 2048,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "tokens_per_second": 2,
+    },
+    "tie_word_embeddings": True,
+}
+
+# The same architecture at tiny sizes: what tests build through `write_random_qwen25vl`.
+TINY_QWEN25_VL = {
+    "text": {
+        **TEXT_SIZES,
+        "vocab_size": VOCAB_SIZE,
+        "initializer_range": INIT_RANGE,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3]},
+    },
+    "vision": {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": TEXT_SIZES["hidden_size"],
+        "fullatt_block_indexes": [1],
+        "initializer_range": INIT_RANGE,
+    },
+    "tie_word_embeddings": True,
 }
 
 QWEN_SPECIAL = [
@@ -236,12 +288,16 @@ def token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
     }
 
 
-def save_model(model_cls, config, processor, out_dir: Path, seed: int) -> Path:
-    """Seed, build `model_cls(config)` with random weights, and save it with its processor."""
+def save_model(model_cls, config, processor, out_dir: Path, seed: int, device: str = "cpu", dtype=None) -> Path:
+    """Seed, build `model_cls(config)` with random weights on `device` (in `dtype` if given), and
+    save it with its processor."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = model_cls(config).eval()
+    with torch.device(device):
+        model = model_cls(config).eval()
+    if dtype is not None:
+        model = model.to(dtype)
     model.generation_config.bos_token_id = config.text_config.bos_token_id
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.pad_token_id
@@ -251,21 +307,43 @@ def save_model(model_cls, config, processor, out_dir: Path, seed: int) -> Path:
     return out_dir
 
 
-def write_tiny_qwen2vl(out_dir: Path, seed: int = 0) -> Path:
-    """A Qwen2-VL checkpoint: 14 px patches merged 2x2, 56²..112² px images (4 to 16 image tokens)."""
-    tokenizer = wrap_tokenizer(
+def qwen_tokenizer() -> PreTrainedTokenizerFast:
+    """The tiny byte-level BPE with Qwen's special tokens."""
+    return wrap_tokenizer(
         train_tokenizer(QWEN_SPECIAL),
         bos_token="<|endoftext|>",
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
     )
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
-    processor = Qwen2VLProcessor(
-        image_processor=image_processor,
+
+
+def qwen_processor(processor_cls, tokenizer: PreTrainedTokenizerFast, min_pixels: int, max_pixels: int):
+    """A Qwen-VL style processor: 14 px patches merged 2x2, images scaled into [min_pixels, max_pixels]."""
+    return processor_cls(
+        image_processor=Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
         tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+        video_processor=Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
         chat_template=QWEN_CHAT_TEMPLATE,
     )
+
+
+def vision_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    """The image/video marker token ids of the tiny tokenizer, for a Qwen-VL config."""
+    return {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in (
+            ("image_token_id", "<|image_pad|>"),
+            ("video_token_id", "<|video_pad|>"),
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+        )
+    }
+
+
+def write_tiny_qwen2vl(out_dir: Path, seed: int = 0) -> Path:
+    """A Qwen2-VL checkpoint: 14 px patches merged 2x2, 56²..112² px images (4 to 16 image tokens)."""
+    tokenizer = qwen_tokenizer()
+    processor = qwen_processor(Qwen2VLProcessor, tokenizer, 56 * 56, 112 * 112)
     head_dim = TEXT_SIZES["hidden_size"] // TEXT_SIZES["num_attention_heads"]
     text_config = {
         **TEXT_SIZES,
@@ -286,17 +364,26 @@ def write_tiny_qwen2vl(out_dir: Path, seed: int = 0) -> Path:
         "hidden_size": TEXT_SIZES["hidden_size"],
         "initializer_range": INIT_RANGE,
     }
-    ids = {
-        name: tokenizer.convert_tokens_to_ids(tok)
-        for name, tok in (
-            ("image_token_id", "<|image_pad|>"),
-            ("video_token_id", "<|video_pad|>"),
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-        )
-    }
-    config = Qwen2VLConfig(text_config=text_config, vision_config=vision_config, **ids, **token_ids(tokenizer))
+    config = Qwen2VLConfig(
+        text_config=text_config, vision_config=vision_config, **vision_token_ids(tokenizer), **token_ids(tokenizer)
+    )
     return save_model(Qwen2VLForConditionalGeneration, config, processor, out_dir, seed)
+
+
+def write_random_qwen25vl(
+    out_dir: Path, sizes: dict = QWEN25_VL_3B, device: str = "cpu", dtype=None, seed: int = 0
+) -> Path:
+    """A Qwen2.5-VL checkpoint with random weights and the given sizes (default: the 3B model's), for
+    timing. The tiny tokenizer stands in for Qwen's, so a prompt's text takes a few more tokens."""
+    tokenizer = qwen_tokenizer()
+    processor = qwen_processor(Qwen2_5_VLProcessor, tokenizer, 56 * 56, 28 * 28 * 1280)
+    config = Qwen2_5_VLConfig(
+        text_config={**sizes["text"], **token_ids(tokenizer)},
+        vision_config=sizes["vision"],
+        tie_word_embeddings=sizes["tie_word_embeddings"],
+        **vision_token_ids(tokenizer),
+    )
+    return save_model(Qwen2_5_VLForConditionalGeneration, config, processor, out_dir, seed, device, dtype)
 
 
 def mrope_section(head_dim: int) -> list[int]:

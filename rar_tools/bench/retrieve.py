@@ -1,0 +1,148 @@
+"""Section `retrieve`: label retrieval from memories of growing size against exact brute-force search.
+
+Exemplars are drawn in clusters per label (`data.ClusteredSpace`), spread evenly over the labels.
+Latency is `retrieval.retrieve_labels` per query (no image loading or encoding): cold on a freshly
+opened store, then in steady state, after the store has read every label once (the server does
+that in the background when it starts), on new queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+
+from rar_tools.bench.context import BenchContext
+from rar_tools.bench.data import ClusteredSpace, exact_top_labels, exemplar_labels, label_recall
+from rar_tools.bench.report import SectionResult, Table, Target
+from rar_tools.bench.timing import summarise, timed
+from rar_tools.encoder import EncoderIdentity
+from rar_tools.memory import HNSW_CONFIG, MemoryStore, NewEntry
+from rar_tools.retrieval import retrieve_labels
+
+log = logging.getLogger(__name__)
+DIM = 512  # CLIP ViT-B/16
+IDENTITY = EncoderIdentity(model="bench-clustered", pretrained="synthetic", dim=DIM)
+TARGET_SIZE = 100_000
+MAX_P50_MS = 10.0
+MIN_RECALL_AT_5 = 0.99
+BUILD_CHUNK = 10_000
+
+
+def label_name(index: int) -> str:
+    return f"label {index:04d}"
+
+
+def entries(vectors: np.ndarray, labels: np.ndarray, first: int) -> list[NewEntry]:
+    """Image entries with metadata as `add_images` writes it (hash, source path, exemplar file)."""
+    out = []
+    for offset, (vector, label) in enumerate(zip(vectors, labels)):
+        sha = hashlib.sha256(f"{first + offset}".encode()).hexdigest()
+        out.append(
+            NewEntry(
+                label=label_name(int(label)),
+                kind="image",
+                sha256=sha,
+                embedding=vector,
+                source=f"/photos/{label_name(int(label))}/{first + offset:06d}.jpg",
+                image_file=f"images/{sha[:2]}/{sha}.jpg",
+            )
+        )
+    return out
+
+
+def build(store: MemoryStore, memory: str, vectors: np.ndarray, labels: np.ndarray) -> float:
+    """Seconds to add every vector to a new memory, in chunks."""
+    seconds = 0.0
+    for start in range(0, len(vectors), BUILD_CHUNK):
+        chunk = entries(vectors[start : start + BUILD_CHUNK], labels[start : start + BUILD_CHUNK], start)
+        seconds += timed(lambda chunk=chunk: store.add(memory, IDENTITY, chunk))[0]
+    return seconds
+
+
+def search_pass(store: MemoryStore, memory: str, queries: np.ndarray, k: int) -> tuple[list[float], list[list[str]]]:
+    """Seconds and labels of `retrieve_labels` for each query."""
+    seconds, found = [], []
+    for query in queries:
+        s, result = timed(lambda query=query: retrieve_labels(store, memory, IDENTITY, query, k, mode="image"))
+        seconds.append(s)
+        found.append([c.label for c in result.candidates])
+    return seconds, found
+
+
+def measure_size(ctx: BenchContext, size: int, rng: np.random.Generator) -> dict:
+    """Build a memory of `size` exemplars, then time and score retrieval against exact search: cold
+    (a freshly opened store, labels read as met), the read of every label (what the server does in
+    the background when it starts), then steady state on new queries."""
+    config = ctx.config
+    space = ClusteredSpace.create(config.labels, DIM, rng)
+    labels = exemplar_labels(size, config.labels)
+    vectors = space.draw(labels, rng)
+    first, queries = (space.draw(rng.integers(0, min(config.labels, size), config.queries), rng) for _ in range(2))
+    folder, memory = ctx.work_dir / "retrieval", f"bench-{size}"
+    log.info("retrieve: building a memory of %d exemplars over %d labels", size, min(config.labels, size))
+    build_s = build(MemoryStore(folder, hnsw=dict(config.hnsw)), memory, vectors, labels)
+    store = MemoryStore(folder)  # freshly opened: no label read yet
+    cold, _ = search_pass(store, memory, first, config.ks[0])
+    read_s = timed(lambda: store.read_labels(memory))[0]
+    steady, _ = search_pass(store, memory, queries, config.ks[0])
+    exact_s, exact = [], []
+    for query in queries:
+        seconds, top = timed(lambda query=query: exact_top_labels(vectors, labels, query, max(config.ks)))
+        exact_s.append(seconds)
+        exact.append([label_name(i) for i in top])
+    recall = {}
+    for k in config.ks:
+        found = search_pass(store, memory, queries, k)[1]
+        recall[str(k)] = float(np.mean([label_recall(f, e, k) for f, e in zip(found, exact)]))
+    return {
+        "exemplars": size,
+        "labels": int(labels.max()) + 1,
+        "queries": len(queries),
+        "build_s": build_s,
+        "cold": summarise(cold),
+        "read_labels_s": read_s,
+        "steady": summarise(steady),
+        "exact": summarise(exact_s),
+        "label_recall_at_k": recall,
+    }
+
+
+def run(ctx: BenchContext) -> SectionResult:
+    config = ctx.config
+    rng = np.random.default_rng(config.seed)
+    by_size = {size: measure_size(ctx, size, rng) for size in config.sizes}
+    ks = config.ks
+    hnsw = {**HNSW_CONFIG, **dict(config.hnsw)}
+    rows = [
+        [
+            f"{size:,}",
+            f"{f['build_s']:.1f}",
+            f"{f['cold']['p50_ms']:.2f}",
+            f"{f['cold']['p95_ms']:.2f}",
+            f"{f['read_labels_s']:.2f}",
+            f"{f['steady']['p50_ms']:.2f}",
+            f"{f['steady']['p95_ms']:.2f}",
+            f"{f['exact']['p50_ms']:.2f}",
+            f"{f['exact']['p95_ms']:.2f}",
+            *[f"{f['label_recall_at_k'][str(k)]:.4f}" for k in ks],
+        ]
+        for size, f in by_size.items()
+    ]
+    columns = ["exemplars", "build s", "cold p50", "cold p95", "read labels s", "p50", "p95", "exact p50", "exact p95"]
+    table = Table(
+        f"retrieve_labels k={ks[0]}, ms per query ({config.queries} queries, {config.labels} labels, "
+        f"clustered {DIM}-d); label recall against exact search; HNSW {hnsw}",
+        columns + [f"recall@{k}" for k in ks],
+        rows,
+    )
+    largest = max(by_size)
+    note = "" if largest >= TARGET_SIZE else f"measured at {largest:,} exemplars, not {TARGET_SIZE:,}"
+    p50 = by_size[largest]["steady"]["p50_ms"]
+    targets = [Target(f"retrieve p50 at {largest:,}", p50, MAX_P50_MS, False, " ms", note)]
+    if 5 in ks:
+        worst = min(f["label_recall_at_k"]["5"] for f in by_size.values())
+        targets.append(Target("label recall@5 (worst size)", worst, MIN_RECALL_AT_5, True))
+    figures = {"sizes": {str(size): f for size, f in by_size.items()}, "hnsw": hnsw, "dim": DIM}
+    return SectionResult("retrieve", [table], figures, targets)

@@ -1,0 +1,170 @@
+"""`rar-tools bench`: every section runs at tiny sizes with the tiny checkpoints and reports every figure.
+
+No timing is asserted: only that the figures are measured, written and hang together."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rar_tools.bench import SECTIONS, BenchConfig, run_bench
+from rar_tools.bench.data import ClusteredSpace, exact_top_labels, label_recall, write_photos
+from rar_tools.bench.timing import time_rounds
+from rar_tools.cli import main
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, clip_model: str, tiny_models_dir: Path) -> BenchConfig:
+    out = tmp_path_factory.mktemp("bench")
+    return BenchConfig(
+        clip_model=clip_model,
+        ranker_model=str(tiny_models_dir / "mllm"),
+        device="cpu",
+        repeats=2,
+        encode_images=4,
+        batch_sizes=(1, 4),
+        text_labels=6,
+        add_images=5,
+        sizes=(60, 120),
+        labels=30,
+        queries=6,
+        ks=(5, 10),
+        e2e_images=4,
+        json_path=out / "bench.json",
+        work_dir=out / "work",
+    )
+
+
+@pytest.fixture(scope="module")
+def document(config: BenchConfig) -> dict[str, Any]:
+    """One full run of every section, read back from the JSON it wrote."""
+    run_bench(config, echo=lambda _: None)
+    return json.loads(config.json_path.read_text())
+
+
+def figures(document: dict[str, Any], section: str) -> dict[str, Any]:
+    return document["sections"][section]["figures"]
+
+
+def test_every_section_runs_and_the_json_holds_config_and_environment(document: dict[str, Any]) -> None:
+    assert list(document["sections"]) == list(SECTIONS)
+    assert document["config"]["device"] == "cpu" and document["config"]["sizes"] == [60, 120]
+    assert document["environment"]["cpu_cores"] >= 1 and document["environment"]["versions"]["chromadb"]
+    assert document["targets_total"] == sum(len(s["targets"]) for s in document["sections"].values())
+
+
+def test_encode_reports_images_per_second_per_batch_size_and_text_labels(document: dict[str, Any]) -> None:
+    encode = figures(document, "encode")
+    assert set(encode["images_per_s"]) == {"1", "4"} and all(r > 0 for r in encode["images_per_s"].values())
+    assert encode["speedup_vs_one_at_a_time"]["1"] == 1.0
+    assert encode["text_labels"] == 6 and encode["text_labels_per_s"] > 0
+    assert document["sections"]["encode"]["targets"][0]["bound"] == 2.0
+
+
+def test_add_reports_overhead_against_encoding_the_same_images(document: dict[str, Any]) -> None:
+    add = figures(document, "add")
+    assert add["images"] == 5 and add["add_s"] > 0 and add["encode_s"] > 0
+    assert add["overhead_percent"] == pytest.approx(100 * (add["add_s"] - add["encode_s"]) / add["encode_s"])
+    assert set(add["stages_s"]) == {"load_s", "copy_s", "chroma_s"}
+
+
+def test_retrieve_reports_latency_and_recall_per_memory_size(document: dict[str, Any]) -> None:
+    sizes = figures(document, "retrieve")["sizes"]
+    assert set(sizes) == {"60", "120"}
+    for size in sizes.values():
+        assert size["cold"]["n"] == size["steady"]["n"] == size["exact"]["n"] == 6
+        assert set(size["label_recall_at_k"]) == {"5", "10"} and size["build_s"] > 0
+
+
+def test_retrieval_from_small_memories_matches_exact_search(document: dict[str, Any]) -> None:
+    for size in figures(document, "retrieve")["sizes"].values():
+        assert size["label_recall_at_k"] == {"5": 1.0, "10": 1.0}
+
+
+def test_rank_reports_both_modes_per_k(document: dict[str, Any]) -> None:
+    by_k = figures(document, "rank")["by_k"]
+    assert set(by_k) == {"5", "10"}
+    for row in by_k.values():
+        assert row["score"]["n"] == row["generate"]["n"] == 2
+        assert row["generate_over_score"] == pytest.approx(row["generate"]["p50_ms"] / row["score"]["p50_ms"])
+
+
+def test_e2e_reports_both_tools_in_process_over_stdio_and_direct(document: dict[str, Any]) -> None:
+    e2e = figures(document, "e2e")
+    for tool in ("retrieve_candidates", "recognize"):
+        assert e2e["api"][tool]["n"] == 2
+        for transport in ("in_process", "stdio"):
+            assert e2e[transport][tool]["e2e"]["n"] == e2e[transport][tool]["overhead"]["n"] == 2
+
+
+def test_bench_command_prints_tables_and_writes_json(
+    config: BenchConfig, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "r.json"
+    code = main(
+        ["bench", "--sections", "retrieve", "--sizes", "50", "--labels", "10", "--queries", "3"]
+        + ["--ks", "5", "--json", str(out), "--work-dir", str(tmp_path / "w")]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0 and "== retrieve ==" in printed and "recall@5" in printed
+    assert json.loads(out.read_text())["sections"]["retrieve"]["figures"]["sizes"]["50"]["queries"] == 3
+
+
+def test_sizes_must_be_positive(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--sizes", "0"])
+    assert "not a positive integer" in capsys.readouterr().err
+
+
+def test_clustered_exemplars_lie_near_their_label_centre() -> None:
+    rng = np.random.default_rng(0)
+    space = ClusteredSpace.create(40, 512, rng)
+    labels = np.repeat(np.arange(40), 10)
+    cosines = (space.draw(labels, rng) * space.centres[labels]).sum(axis=1)
+    assert cosines.mean() == pytest.approx(0.7, abs=0.02)
+
+
+def test_exact_top_labels_are_distinct_and_ordered_by_best_exemplar() -> None:
+    vectors = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0, 1]], dtype=np.float32)
+    labels = np.array([7, 7, 3, 5])
+    assert exact_top_labels(vectors, labels, np.array([1, 0], dtype=np.float32), 3) == [7, 3, 5]
+
+
+def test_label_recall_counts_shared_labels_out_of_k() -> None:
+    assert label_recall(["a", "b", "c"], ["a", "c", "d"], 3) == pytest.approx(2 / 3)
+
+
+def test_photos_are_distinct_and_rewritten_identically(tmp_path: Path) -> None:
+    first = write_photos(tmp_path / "a", 3)
+    again = write_photos(tmp_path / "b", 3)
+    contents = [Path(p).read_bytes() for p in first]
+    assert len(set(contents)) == 3 and contents == [Path(p).read_bytes() for p in again]
+
+
+def test_resolved_defaults_depend_on_the_device() -> None:
+    cpu, gpu = BenchConfig().resolved("cpu"), BenchConfig().resolved("cuda")
+    assert (cpu.ranker_model, cpu.batch_sizes) == ("tiny", (1, 4, 32))
+    assert (gpu.ranker_model, gpu.batch_sizes) == ("random-qwen2.5-vl-3b", (1, 32, 256))
+    assert replace(BenchConfig(), add_images=7).resolved("cpu").add_images == 7
+
+
+def test_time_rounds_rotates_which_call_goes_first() -> None:
+    order: list[tuple[str, int]] = []
+    calls = {name: (lambda index, name=name: order.append((name, index))) for name in ("a", "b")}
+    seconds = time_rounds(calls, 3)
+    assert order == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+    assert [len(v) for v in seconds.values()] == [3, 3]
+
+
+def test_cuda_is_refused_clearly_where_there_is_none(capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available on this machine")
+    assert main(["bench", "--device", "cuda", "--sections", "retrieve", "--sizes", "10"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
