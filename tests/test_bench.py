@@ -168,3 +168,14 @@ def test_cuda_is_refused_clearly_where_there_is_none(capsys: pytest.CaptureFixtu
         pytest.skip("CUDA is available on this machine")
     assert main(["bench", "--device", "cuda", "--sections", "retrieve", "--sizes", "10"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_retrieve_section_runs_on_a_chroma_server(chroma_server: str, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    code = main(
+        ["bench", "--sections", "retrieve", "--sizes", "40", "--labels", "8", "--queries", "3", "--ks", "5"]
+        + ["--chroma-url", chroma_server, "--json", str(out), "--work-dir", str(tmp_path / "w")]
+    )
+    document = json.loads(out.read_text())
+    assert code == 0 and document["config"]["chroma_url"] == chroma_server
+    assert document["sections"]["retrieve"]["figures"]["sizes"]["40"]["label_recall_at_k"]["5"] == 1.0

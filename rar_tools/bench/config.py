@@ -33,6 +33,7 @@ class BenchConfig:
     ks: tuple[int, ...] = (5, 20)
     e2e_images: int = 8
     hnsw: tuple[tuple[str, int | str], ...] = ()
+    chroma_url: str | None = None
     json_path: Path | None = None
     work_dir: Path | None = None
     seed: int = 0
@@ -92,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--text-labels", type=positive, default=128, help="label texts for the text-encoding figure")
     parser.add_argument("--add-images", type=positive, help="images added to memory (CPU 256, CUDA 1000)")
+    parser.add_argument(
+        "--chroma-url", help="run the retrieve section on a Chroma server (chroma run) instead of the embedded store"
+    )
     parser.add_argument("--sizes", type=positive, nargs="+", default=[1000, 10000, 100000], help="memory sizes")
     parser.add_argument("--labels", type=positive, default=1000, help="labels the retrieval memories are spread over")
     parser.add_argument("--queries", type=positive, default=200, help="retrieval queries per memory size")

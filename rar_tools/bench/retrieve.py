@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
 import numpy as np
 
+from rar_tools.bench.config import BenchConfig
 from rar_tools.bench.context import BenchContext
 from rar_tools.bench.data import ClusteredSpace, exact_top_labels, exemplar_labels, label_recall
 from rar_tools.bench.report import SectionResult, Table, Target
 from rar_tools.bench.timing import summarise, timed
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.memory import HNSW_CONFIG, MemoryStore, NewEntry
+from rar_tools.memory import HNSW_CONFIG, MemoryStore, NewEntry, open_http_client
 from rar_tools.retrieval import retrieve_labels
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,12 @@ def search_pass(store: MemoryStore, memory: str, queries: np.ndarray, k: int) ->
     return seconds, found
 
 
+def open_store(config: BenchConfig, folder: Path, hnsw: dict | None = None) -> MemoryStore:
+    """The store under test: embedded in `folder`, or on the Chroma server of `--chroma-url`."""
+    client = open_http_client(config.chroma_url) if config.chroma_url else None
+    return MemoryStore(folder, client, hnsw=hnsw)
+
+
 def measure_size(ctx: BenchContext, size: int, rng: np.random.Generator) -> dict:
     """Build a memory of `size` exemplars, then time and score retrieval against exact search: cold
     (a freshly opened store, labels read as met), the read of every label (what the server does in
@@ -82,8 +90,8 @@ def measure_size(ctx: BenchContext, size: int, rng: np.random.Generator) -> dict
     first, queries = (space.draw(rng.integers(0, min(config.labels, size), config.queries), rng) for _ in range(2))
     folder, memory = ctx.work_dir / "retrieval", f"bench-{size}"
     log.info("retrieve: building a memory of %d exemplars over %d labels", size, min(config.labels, size))
-    build_s = build(MemoryStore(folder, hnsw=dict(config.hnsw)), memory, vectors, labels)
-    store = MemoryStore(folder)  # freshly opened: no label read yet
+    build_s = build(open_store(config, folder, dict(config.hnsw)), memory, vectors, labels)
+    store = open_store(config, folder)  # freshly opened: no label read yet
     cold, _ = search_pass(store, memory, first, config.ks[0])
     read_s = timed(lambda: store.read_labels(memory))[0]
     steady, _ = search_pass(store, memory, queries, config.ks[0])
