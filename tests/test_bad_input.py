@@ -191,7 +191,7 @@ BAD_IMAGES: dict[str, tuple[str, str]] = {
     "url-not-allowed": ("http://127.0.0.1:9/bird.png", "--allow-urls"),
     "outside-allowed-folder": (f"{INPUTS}/../outside/elsewhere.png", "outside the folders this server may read"),
     "symlink-out-of-allowed-folder": (f"{INPUTS}/escape.png", "outside the folders this server may read"),
-    "nul-in-path": (f"{INPUTS}/go\x00od.png", "cannot be"),
+    "nul-in-path": (f"{INPUTS}/go\x00od.png", "contains a NUL character"),
     "unknown-user-home": ("~no-such-user-here/x.png", "cannot be expanded"),
     "over-long-path": (f"{INPUTS}/{'a' * 5000}.png", "cannot be read: File name too long"),
 }
