@@ -31,7 +31,7 @@ from rar_tools.lazy import BackgroundModel
 from rar_tools.locking import DataDirLock, lock_data_dir, unlock_data_dir
 from rar_tools.memory import MemoryStore, NewEntry, check_memory_name, entry_id, open_http_client
 from rar_tools.ranking import Ranker, RankerConfig, RankMode, RankRequest, create_ranker
-from rar_tools.ranking.prompts import MAX_CANDIDATES, MIN_CANDIDATES
+from rar_tools.ranking.prompts import MAX_CANDIDATES, MAX_EXEMPLAR_IMAGES, MIN_CANDIDATES
 from rar_tools.region_recognition import (
     Query,
     RankerView,
@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 MAX_LABEL_CHARS = 200
 MAX_IDS_REPORTED = 1000
-MAX_EXEMPLARS_SHOWN = 8
 MAX_BOXES = 100
 RANKER_REGION_SIDE = 448  # side of the region image the ranker sees (it may reduce it further)
 BoxArg = Sequence[float]
@@ -710,7 +709,7 @@ class RarTools:
         shown: list[Image.Image | None] = []
         for name in names:
             path = None
-            if sum(im is not None for im in shown) < MAX_EXEMPLARS_SHOWN:
+            if sum(im is not None for im in shown) < MAX_EXEMPLAR_IMAGES:
                 path = self.store.best_exemplar_file(memory, identity, embedding, name)
             shown.append(open_exemplar(path) if path else None)
         return tuple(shown)

@@ -272,14 +272,19 @@ class MemoryStore:
             return count
 
     def delete_unused_files(self, shas: set[str]) -> None:
+        """Delete the exemplar copies of `shas` that no entry of any memory uses (one query per memory)."""
         from rar_tools.images import stored_image_path
 
-        for sha in shas:
-            in_use = any(
-                self.collection(other).get(where={"sha256": sha}, limit=1, include=[])["ids"] for other in self.names()
-            )
-            if not in_use:
-                stored_image_path(self.images_dir, sha).unlink(missing_ok=True)
+        unused = set(shas)
+        for other in self.names():
+            if not unused:
+                break
+            collection = self.collection(other)
+            for chunk in chunks(sorted(unused), self.max_batch):
+                got = collection.get(where={"sha256": {"$in": chunk}}, include=["metadatas"])
+                unused -= {m["sha256"] for m in got["metadatas"] if m}
+        for sha in unused:
+            stored_image_path(self.images_dir, sha).unlink(missing_ok=True)
 
     # -- reading -----------------------------------------------------------------------------
     def neighbours(self, collection: Any, embedding: np.ndarray, n: int) -> list[Hit]:
@@ -339,11 +344,9 @@ class MemoryStore:
                 return path
         return None
 
-    def count(self, name: str, kind: EntryKind | None = None) -> int:
-        collection = self.collection(name)
-        if kind is None:
-            return collection.count()
-        return len(collection.get(where={"kind": kind}, include=[])["ids"])
+    def count(self, name: str) -> int:
+        """Entries in memory `name`."""
+        return self.collection(name).count()
 
     def kinds(self, name: str) -> set[EntryKind]:
         """The entry kinds memory `name` holds, as recorded in its collection's metadata.
