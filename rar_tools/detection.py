@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from rar_tools.devices import resolve_device
-from rar_tools.errors import DetectorError, ModelLoadError
+from rar_tools.errors import ModelLoadError
 from rar_tools.regions import Box
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 # boxes come back relative to that square (OWLv2) or to the image itself (OWL-ViT, resized to a square).
 PADS_TO_SQUARE = {"owlv2": True, "owlvit": False}
 MAX_INPUT_SIDE = 1280  # larger images are reduced first; the processor reduces them further anyway
-MAX_QUERIES = 50
 
 
 @dataclass(frozen=True)
@@ -122,15 +121,3 @@ class Detector:
             Detection(Box(*boxes[i].tolist()), float(scores[i]), queries[int(labels[i])])
             for i in select_boxes(boxes, scores, threshold, max_boxes, nms_iou, min_side)
         ]
-
-
-def check_queries(queries: Sequence[str]) -> list[str]:
-    """1-50 distinct, non-empty text queries, whitespace collapsed."""
-    if not isinstance(queries, (list, tuple)) or not 1 <= len(queries) <= MAX_QUERIES:
-        raise DetectorError(f"give 1 to {MAX_QUERIES} text queries (what to look for), got {queries!r:.80}")
-    cleaned = [" ".join(str(q).split()) for q in queries]
-    if not all(cleaned):
-        raise DetectorError("a detector query is empty")
-    if len(set(cleaned)) != len(cleaned):
-        raise DetectorError("detector queries must be distinct")
-    return cleaned

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rar_tools.schemas import Levels, LevelScore
-
 Level = Literal["label", "category", "parent"]
 LEVELS: tuple[Level, ...] = ("label", "category", "parent")
 
@@ -62,19 +60,3 @@ def finest_confident(fine: Sequence[FineLabel], min_confidence: float) -> GroupP
         if groups and groups[0].probability >= min_confidence:
             return groups[0]
     return None
-
-
-def describe_levels(fine: Sequence[FineLabel], min_confidence: float) -> Levels:
-    """Category and parent probabilities of candidates, and the finest level sure enough."""
-
-    def scores(groups: list[GroupProbability]) -> list[LevelScore]:
-        return [
-            LevelScore(level=g.level, name=g.name, probability=g.probability, labels=list(g.labels)) for g in groups
-        ]
-
-    answer = finest_confident(fine, min_confidence)
-    return Levels(
-        categories=scores(group_probabilities(fine, "category")),
-        parents=scores(group_probabilities(fine, "parent")),
-        answer=scores([answer])[0] if answer else None,
-    )

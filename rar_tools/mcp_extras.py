@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
-from rar_tools.api import RarTools
+if TYPE_CHECKING:
+    from rar_tools.api import RarTools
 from rar_tools.errors import RarToolsError
 
 T = TypeVar("T")

@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from rar_tools.encoder import ClipEncoder
-from rar_tools.errors import RegionError
+from rar_tools.limits import RankerView
 from rar_tools.regions import (
     PROMPT_KINDS,
     Box,
@@ -29,13 +28,14 @@ from rar_tools.regions import (
     view_weights,
 )
 from rar_tools.retrieval import LOGIT_SCALE, Retrieval
+from rar_tools.validation import check_ranker_view, check_views
+
+if TYPE_CHECKING:
+    from rar_tools.encoder import ClipEncoder
 
 # CaR's three visual prompts are a red ellipse, a blurred and a greyed background; the blurred one is
 # RAR's crop, the tight view itself, so only the other two are made and embedded again.
 EXTRA_PROMPTS = tuple(kind for kind in PROMPT_KINDS if kind != "blur")
-RankerView = Literal["crop", "prompt"]
-RANKER_VIEWS = ("crop", "prompt")
-MAX_VIEWS = 5
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,8 @@ class RegionOptions:
     ranker_context: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.views, int) or not 1 <= self.views <= MAX_VIEWS:
-            raise RegionError(f"views must be an integer from 1 (tight view only) to {MAX_VIEWS}, got {self.views!r}")
-        if self.ranker_view not in RANKER_VIEWS:
-            raise RegionError(f"ranker_view must be 'crop' or 'prompt', got {self.ranker_view!r}")
+        check_views(self.views)
+        check_ranker_view(self.ranker_view)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from rar_tools.hierarchy import FineLabel, GroupProbability
 
 
 class EncoderInfo(BaseModel):
@@ -36,6 +40,10 @@ class LevelScore(BaseModel):
     probability: float = Field(description="summed probability of the candidate labels under this name")
     labels: list[str] = Field(description="those candidate labels")
 
+    @classmethod
+    def of(cls, group: GroupProbability) -> LevelScore:
+        return cls(level=group.level, name=group.name, probability=group.probability, labels=list(group.labels))
+
 
 class Levels(BaseModel):
     """Coarser levels of the candidates (from their `category` / `parent` metadata)."""
@@ -47,6 +55,18 @@ class Levels(BaseModel):
         description="the best name at the finest level (label, else category, else parent) whose probability "
         "reaches min_confidence; None when no level does",
     )
+
+    @classmethod
+    def of(cls, fine: Sequence[FineLabel], min_confidence: float) -> Levels:
+        """Category and parent probabilities of candidates, and the finest level sure enough."""
+        from rar_tools.hierarchy import finest_confident, group_probabilities
+
+        answer = finest_confident(fine, min_confidence)
+        return cls(
+            categories=[LevelScore.of(g) for g in group_probabilities(fine, "category")],
+            parents=[LevelScore.of(g) for g in group_probabilities(fine, "parent")],
+            answer=LevelScore.of(answer) if answer else None,
+        )
 
 
 class RegionInfo(BaseModel):

@@ -1,13 +1,16 @@
-"""The MCP server: thin, typed tool wrappers over `RarTools`."""
+"""The MCP server: one tool per operation, each derived from its request model (`requests.py`) and
+run by the Python API in a worker thread. Importing this module loads no model library."""
 
 from __future__ import annotations
 
 import base64
 import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -16,25 +19,18 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from rar_tools import __version__
-from rar_tools.api import RarTools
 from rar_tools.errors import RarToolsError
 from rar_tools.lazy import BackgroundModel
 from rar_tools.mcp_extras import register_prompts, register_resources
-from rar_tools.memory import MEMORY_NAME
-from rar_tools.schemas import (
-    AddResult,
-    Candidate,
-    DetectResult,
-    MemoryList,
-    RankOutput,
-    RecognizeResult,
-    RegionsResult,
-    RemoveResult,
-    RetrieveResult,
-)
+from rar_tools.requests import OPERATIONS, ProgressFn, Request
+from rar_tools.schemas import Candidate
+from rar_tools.tool_schema import tool_parameters
+
+if TYPE_CHECKING:
+    from rar_tools.api import RarTools
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,106 +43,83 @@ when the user confirms or corrects the label, add_to_memory so the next retrieva
 For an object inside an image, pass its `box` (x1, y1, x2, y2 in pixels); for many objects use
 recognize_regions; detect_objects proposes boxes for coarse queries ("a bird") to name at fine grain.
 Results carry category/parent probabilities: fall back to those when the label is uncertain.
-Images are absolute file paths on the server's machine, base64 data or data:image/... URLs.
+Images are absolute file paths on the server's machine, base64 data or data:image/...;base64, URLs.
 The server may be limited to some folders (paths outside them are refused) and fetches http(s)
 image URLs only when started with --allow-urls; send base64 when a path or URL is refused."""
-
-# The schema states the memory-name rule; `check_memory_name` enforces it with our own message
-# (pydantic's "String should match pattern ..." would tell the caller much less).
-MemoryName = Annotated[
-    str,
-    Field(
-        json_schema_extra={"minLength": 1, "maxLength": 64, "pattern": f"^{MEMORY_NAME.pattern}$"},
-        description="memory name: 1-64 letters, digits, '.', '_', '-', alphanumeric at both ends",
-    ),
-]
-ImageArg = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=30_000_000,
-        description="absolute image file path, base64 image data, a data:image/...;base64, URL, "
-        "or an http(s) URL where the server allows URLs",
-    ),
-]
-Label = Annotated[str, Field(min_length=1, max_length=200, description="a class label, e.g. 'Blue Jay'")]
-RetrievalModeArg = Annotated[
-    Literal["auto", "image", "text"],
-    Field(
-        description="image: nearest exemplar images (few-shot); text: nearest label texts "
-        "(zero-shot); auto: whatever the memory holds, fused (for a region: label texts if any)"
-    ),
-]
-RankModeArg = Annotated[
-    Literal["score", "generate"],
-    Field(
-        description="score: the MLLM's likelihood of each candidate as the answer (fast, always on-list); "
-        "generate: the MLLM writes a ranked list that is parsed (the RAR paper's way)"
-    ),
-]
-ThumbnailsArg = Annotated[
-    bool,
-    Field(description="also return a small JPEG of each candidate's best stored exemplar (total under 0.5 MB)"),
-]
-IclArg = Annotated[bool, Field(description="add a worked example of the answer format (generate mode)")]
-ExemplarsArg = Annotated[bool, Field(description="show stored exemplar images to the MLLM")]
-OptionalLevel = Annotated[str | None, Field(max_length=200, description="optional coarser level")]
-Coordinates = Annotated[
-    list[float],
-    Field(
-        min_length=4,
-        max_length=4,
-        description="x1, y1, x2, y2 (left, top, right, bottom) in pixels, or in 0..1 with box_normalized",
-    ),
-]
-BoxArg = Annotated[Coordinates | None, Field(description="a region of the image to work on instead of all of it")]
-BoxNormalized = Annotated[bool, Field(description="box coordinates are fractions (0..1) of the image's width/height")]
-ViewsArg = Annotated[
-    int,
-    Field(
-        ge=1,
-        le=5,
-        description="region views CLIP embeds: 1 = RAR's blurred crop; 3 = plus the 2 DynRefer context views "
-        "that differ most from it, their similarities fused (tight view weighted most)",
-    ),
-]
-CarFilterArg = Annotated[
-    bool,
-    Field(
-        description="CaR filter for a region: re-score the candidates on visually prompted views (red ellipse, "
-        "blurred and greyed background) and drop those below the threshold until the set is stable; costs "
-        "2 more image encodings per region and one text encoding per candidate"
-    ),
-]
-RankerViewArg = Annotated[
-    Literal["crop", "prompt"],
-    Field(description="what the MLLM sees of a region: crop = blurred-background crop; prompt = red ellipse on it"),
-]
-RankerContextArg = Annotated[
-    bool, Field(description="also show the MLLM the whole image with the region marked (multi-image models)")
-]
-MinConfidence = Annotated[
-    float,
-    Field(
-        ge=0.0,
-        le=1.0,
-        description="levels.answer is the finest level (label, category, parent) with at least this probability",
-    ),
-]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 ADDITIVE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
 
-async def wait_until_loaded(model: BackgroundModel, ctx: Context, timeout: float) -> None:
-    """Wait for a background model, reporting progress each second when the client asked."""
-    waited = 0
-    while not await anyio.to_thread.run_sync(model.wait, 1.0):
-        waited += 1
-        await ctx.report_progress(waited, None, f"waiting for the {model.name} to load ({waited} s)")
-        if waited >= timeout:
-            raise ToolError(f"the {model.name} is still loading after {waited} s; try again shortly")
+@dataclass(frozen=True)
+class ToolSpec:
+    """How the server offers one operation: the API call that runs its request, its annotations, a
+    title, its result model, what its progress reports say, and where a result keeps its candidates
+    (for `thumbnails`)."""
+
+    name: str
+    run: Callable[..., BaseModel]
+    annotations: ToolAnnotations
+    title: str
+    result: type[BaseModel]
+    progress: str | None = None
+    candidates: Callable[[Any], Sequence[Candidate]] | None = None
+
+    @property
+    def request(self) -> type[Request]:
+        return OPERATIONS[self.name]
+
+
+def tool_specs(tools: RarTools) -> list[ToolSpec]:
+    """Every tool of the server: a name from `requests.OPERATIONS` and the facade method behind it."""
+    from rar_tools import schemas
+
+    return [
+        ToolSpec("add_to_memory", tools.memories.add, ADDITIVE, "Add to memory", schemas.AddResult, "adding images"),
+        ToolSpec(
+            "retrieve_candidates",
+            tools.searching.retrieve,
+            READ_ONLY,
+            "Retrieve candidate labels",
+            schemas.RetrieveResult,
+            candidates=lambda r: r.candidates,
+        ),
+        ToolSpec("list_memories", tools.memories.list_memories, READ_ONLY, "List memories", schemas.MemoryList),
+        ToolSpec("remove_from_memory", tools.memories.remove, DESTRUCTIVE, "Remove from memory", schemas.RemoveResult),
+        ToolSpec(
+            "rank_candidates", tools.recognition.rank, READ_ONLY, "Rank candidates", schemas.RankOutput, "ranking"
+        ),
+        ToolSpec(
+            "recognize",
+            tools.recognition.recognize,
+            READ_ONLY,
+            "Recognize (retrieve, then rank)",
+            schemas.RecognizeResult,
+            "recognising",
+            candidates=lambda r: r.retrieval.candidates,
+        ),
+        ToolSpec(
+            "recognize_regions",
+            tools.recognition.recognize_regions,
+            READ_ONLY,
+            "Recognize regions",
+            schemas.RegionsResult,
+            "recognising regions",
+        ),
+        ToolSpec("detect_objects", tools.detection.detect, READ_ONLY, "Detect objects", schemas.DetectResult),
+    ]
+
+
+async def wait_until_loaded(models: Sequence[BackgroundModel], ctx: Context, timeout: float) -> None:
+    """Wait for background models, reporting progress each second when the client asked."""
+    for model in models:
+        waited = 0
+        while not await anyio.to_thread.run_sync(model.wait, 1.0):
+            waited += 1
+            await ctx.report_progress(waited, None, f"waiting for the {model.name} to load ({waited} s)")
+            if waited >= timeout:
+                raise ToolError(f"the {model.name} is still loading after {waited} s; try again shortly")
 
 
 async def run_api(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -157,7 +130,7 @@ async def run_api(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise ToolError(str(exc)) from exc
 
 
-def thread_progress(ctx: Context, what: str) -> Callable[[int, int], None]:
+def thread_progress(ctx: Context, what: str) -> ProgressFn:
     """A progress callback usable from the worker thread that runs an API call."""
 
     def report(done: int, total: int) -> None:
@@ -166,15 +139,49 @@ def thread_progress(ctx: Context, what: str) -> Callable[[int, int], None]:
     return report
 
 
-async def with_thumbnails(
-    tools: RarTools, result: BaseModel, memory: str, candidates: Sequence[Candidate]
-) -> CallToolResult:
+async def with_thumbnails(tools: RarTools, result: BaseModel, memory: str, candidates: Sequence[Candidate]):
     """The result as structured content and JSON text, followed by exemplar thumbnails if asked."""
     content: list[TextContent | ImageContent] = [TextContent(type="text", text=result.model_dump_json())]
     for label, entry, data in await run_api(tools.exemplar_thumbnails, memory, candidates):
         content.append(TextContent(type="text", text=f"best stored exemplar of {label!r} (entry {entry}):"))
         content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type="image/jpeg"))
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
+
+
+def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
+    """The tool function of `spec`: its signature is the request model's MCP fields (so they make the
+    input schema), its body builds the request, waits for the models it needs and runs it."""
+    timeout = tools.settings.model_wait_timeout
+
+    steps = spec.progress is not None and "progress" in inspect.signature(spec.run).parameters
+
+    async def tool(ctx: Context, **arguments: Any) -> Any:
+        try:
+            request = spec.request.validated(arguments)
+        except RarToolsError as exc:
+            raise ToolError(str(exc)) from exc
+        await wait_until_loaded(tools.components.loading(request.needs()), ctx, timeout)
+        if steps:
+            result = await run_api(spec.run, request, progress=thread_progress(ctx, spec.progress))
+        else:
+            if spec.progress:
+                await ctx.report_progress(0, 1, spec.progress)
+            result = await run_api(spec.run, request)
+            if spec.progress:
+                await ctx.report_progress(1, 1, "done")
+        if spec.candidates is None:
+            return result
+        shown = spec.candidates(result) if getattr(request, "thumbnails", False) else []
+        return await with_thumbnails(tools, result, request.memory, shown)
+
+    parameters = tool_parameters(spec.request)
+    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+    returns = Annotated[CallToolResult, spec.result] if spec.candidates else spec.result
+    tool.__signature__ = inspect.Signature([*parameters, context], return_annotation=returns)  # type: ignore[attr-defined]
+    tool.__annotations__ = {**{p.name: p.annotation for p in parameters}, "ctx": Context, "return": returns}
+    tool.__name__ = spec.name
+    tool.__doc__ = spec.request.__doc__
+    return tool
 
 
 def create_server(tools: RarTools) -> MCPServer:
@@ -186,247 +193,15 @@ def create_server(tools: RarTools) -> MCPServer:
         yield tools
 
     mcp = MCPServer("rar-tools", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
-    timeout = tools.settings.model_wait_timeout
-
-    async def wait_for_recognition(ctx: Context) -> None:
-        """Wait for the encoder and, unless the server has none, the ranker."""
-        await wait_until_loaded(tools.clip, ctx, timeout)
-        if not tools.settings.no_ranker:
-            await wait_until_loaded(tools.mllm, ctx, timeout)
-
-    @mcp.tool(annotations=ADDITIVE)
-    async def add_to_memory(
-        memory: MemoryName,
-        ctx: Context,
-        images: Annotated[
-            list[ImageArg] | None, Field(max_length=64, description="1-64 images, all of `label`")
-        ] = None,
-        label: Annotated[str | None, Field(max_length=200, description="the label of `images`")] = None,
-        labels: Annotated[
-            list[Label] | None,
-            Field(max_length=1000, description="label texts to store for zero-shot retrieval (instead of images)"),
-        ] = None,
-        category: OptionalLevel = None,
-        parent: OptionalLevel = None,
-        box: BoxArg = None,
-        box_normalized: BoxNormalized = False,
-    ) -> AddResult:
-        """Store labelled exemplar images, or label texts, in a memory (created on first use).
-
-        Give `images` with their `label`, or `labels` alone. Re-adding the same image with the same
-        label stores nothing new. All images are checked first: one bad image stores nothing.
-        With `box`, the region of each image is stored (its crop), not the whole image.
-        """
-        if (images is None) == (labels is None):
-            raise ToolError("give either `images` (with `label`) or `labels`, not both and not neither")
-        if images is not None and not label:
-            raise ToolError("`label` is required with `images`: the label every given image shows")
-        if box is not None and images is None:
-            raise ToolError("`box` goes with `images`: the region of the images to store")
-        await wait_until_loaded(tools.clip, ctx, timeout)
-        if images is not None:
-            return await run_api(
-                tools.add_images,
-                memory,
-                images,
-                label,
-                category,
-                parent,
-                progress=thread_progress(ctx, "adding images"),
-                box=box,
-                box_normalized=box_normalized,
-            )
-        return await run_api(tools.add_labels, memory, labels, category, parent)
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def retrieve_candidates(
-        memory: MemoryName,
-        image: ImageArg,
-        ctx: Context,
-        k: Annotated[int, Field(ge=1, le=50, description="number of distinct labels to return")] = 5,
-        mode: RetrievalModeArg = "auto",
-        box: BoxArg = None,
-        box_normalized: BoxNormalized = False,
-        views: ViewsArg = 1,
-        car_filter: CarFilterArg = False,
-        min_confidence: MinConfidence = 0.0,
-        thumbnails: ThumbnailsArg = False,
-    ) -> Annotated[CallToolResult, RetrieveResult]:
-        """The k most similar distinct labels for an image or a region of it, with scores, supporting
-        entries, and category/parent probabilities."""
-        await wait_until_loaded(tools.clip, ctx, timeout)
-        result = await run_api(
-            tools.retrieve,
-            memory,
-            image,
-            k,
-            mode,
-            box=box,
-            box_normalized=box_normalized,
-            views=views,
-            car_filter=car_filter,
-            min_confidence=min_confidence,
+    for spec in tool_specs(tools):
+        description = inspect.cleandoc(spec.request.__doc__ or "")
+        mcp.add_tool(
+            make_tool(spec, tools),
+            name=spec.name,
+            title=spec.title,
+            description=description,
+            annotations=spec.annotations,
         )
-        return await with_thumbnails(tools, result, memory, result.candidates if thumbnails else [])
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def list_memories(
-        max_labels: Annotated[int, Field(ge=0, le=10000, description="labels listed per memory")] = 100,
-    ) -> MemoryList:
-        """All memories with their entry counts per kind and per label, and their CLIP encoder."""
-        return await run_api(tools.list_memories, max_labels)
-
-    @mcp.tool(annotations=DESTRUCTIVE)
-    async def remove_from_memory(
-        memory: MemoryName,
-        entry_ids: Annotated[
-            list[Annotated[str, Field(max_length=64)]] | None, Field(max_length=1000, description="entry ids to remove")
-        ] = None,
-        label: Annotated[str | None, Field(max_length=200, description="remove every entry of this label")] = None,
-    ) -> RemoveResult:
-        """Remove entries from a memory by id and/or by label. Unused exemplar copies are deleted."""
-        return await run_api(tools.remove, memory, entry_ids, label)
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def rank_candidates(
-        image: ImageArg,
-        candidates: Annotated[
-            list[Label], Field(min_length=2, max_length=50, description="2-50 distinct labels to order")
-        ],
-        ctx: Context,
-        mode: RankModeArg = "score",
-        memory: Annotated[MemoryName | None, Field(description="memory to take exemplar images from")] = None,
-        exemplars: Annotated[
-            bool, Field(description="show each candidate's best stored exemplar image next to its name (needs memory)")
-        ] = False,
-        icl: IclArg = False,
-        box: BoxArg = None,
-        box_normalized: BoxNormalized = False,
-        ranker_view: RankerViewArg = "crop",
-        ranker_context: RankerContextArg = False,
-    ) -> RankOutput:
-        """Order candidate labels for an image, or a region of it, with the multimodal LLM, best first."""
-        if not tools.settings.no_ranker:
-            await wait_until_loaded(tools.mllm, ctx, timeout)
-        if exemplars:
-            await wait_until_loaded(tools.clip, ctx, timeout)
-        await ctx.report_progress(0, 1, "ranking")
-        result = await run_api(
-            tools.rank,
-            image,
-            candidates,
-            mode,
-            memory,
-            exemplars,
-            icl,
-            box=box,
-            box_normalized=box_normalized,
-            ranker_view=ranker_view,
-            ranker_context=ranker_context,
-        )
-        await ctx.report_progress(1, 1, "ranked")
-        return result
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def recognize(
-        memory: MemoryName,
-        image: ImageArg,
-        ctx: Context,
-        k: Annotated[int, Field(ge=1, le=50, description="candidates to retrieve and rank")] = 5,
-        mode: RankModeArg = "score",
-        retrieval_mode: RetrievalModeArg = "auto",
-        exemplars: ExemplarsArg = False,
-        icl: IclArg = False,
-        box: BoxArg = None,
-        box_normalized: BoxNormalized = False,
-        views: ViewsArg = 1,
-        car_filter: CarFilterArg = False,
-        ranker_view: RankerViewArg = "crop",
-        ranker_context: RankerContextArg = False,
-        min_confidence: MinConfidence = 0.0,
-        thumbnails: ThumbnailsArg = False,
-    ) -> Annotated[CallToolResult, RecognizeResult]:
-        """Retrieve the k best candidates from a memory, then rank them with the MLLM (RAR), for an
-        image or a region of it."""
-        await wait_for_recognition(ctx)
-        result = await run_api(
-            tools.recognize,
-            memory,
-            image,
-            k,
-            mode,
-            retrieval_mode,
-            exemplars,
-            icl,
-            box=box,
-            box_normalized=box_normalized,
-            views=views,
-            car_filter=car_filter,
-            ranker_view=ranker_view,
-            ranker_context=ranker_context,
-            min_confidence=min_confidence,
-            progress=thread_progress(ctx, "recognising"),
-        )
-        return await with_thumbnails(tools, result, memory, result.retrieval.candidates if thumbnails else [])
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def recognize_regions(
-        memory: MemoryName,
-        image: ImageArg,
-        boxes: Annotated[list[Coordinates], Field(min_length=1, max_length=100, description="1-100 boxes")],
-        ctx: Context,
-        k: Annotated[int, Field(ge=1, le=50, description="candidates to retrieve and rank per box")] = 5,
-        mode: RankModeArg = "score",
-        retrieval_mode: RetrievalModeArg = "auto",
-        exemplars: ExemplarsArg = False,
-        icl: IclArg = False,
-        box_normalized: BoxNormalized = False,
-        views: ViewsArg = 1,
-        car_filter: CarFilterArg = False,
-        ranker_view: RankerViewArg = "crop",
-        ranker_context: RankerContextArg = False,
-        min_confidence: MinConfidence = 0.0,
-    ) -> RegionsResult:
-        """Recognise many regions of one image in one call (CLIP work batched over all boxes and
-        views), e.g. the boxes detect_objects proposed. One result per box, in order."""
-        await wait_for_recognition(ctx)
-        return await run_api(
-            tools.recognize_regions,
-            memory,
-            image,
-            boxes,
-            k,
-            mode,
-            retrieval_mode,
-            exemplars,
-            icl,
-            box_normalized=box_normalized,
-            views=views,
-            car_filter=car_filter,
-            ranker_view=ranker_view,
-            ranker_context=ranker_context,
-            min_confidence=min_confidence,
-            progress=thread_progress(ctx, "recognising regions"),
-        )
-
-    @mcp.tool(annotations=READ_ONLY)
-    async def detect_objects(
-        image: ImageArg,
-        queries: Annotated[
-            list[Label],
-            Field(min_length=1, max_length=50, description="what to look for, coarse is fine: 'a bird', 'a car'"),
-        ],
-        ctx: Context,
-        threshold: Annotated[
-            float | None, Field(ge=0.0, le=1.0, description="minimum detector score (default: the server's)")
-        ] = None,
-        max_boxes: Annotated[int, Field(ge=1, le=100, description="most boxes returned")] = 50,
-    ) -> DetectResult:
-        """Box proposals from an open-vocabulary detector (OWLv2), best first, in pixels. Name each
-        box at fine grain with recognize_regions. The detector loads on the first call."""
-        await wait_until_loaded(tools.detector, ctx, timeout)
-        return await run_api(tools.detect, image, queries, threshold, max_boxes)
-
     register_resources(mcp, tools)
     register_prompts(mcp)
     return mcp

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rar_tools.cli import build_parser, image_argument, main, read_label_file, settings_from
+from rar_tools.cli import build_parser, main, read_label_file, settings_from
+from rar_tools.cli_flags import image_argument
 from rar_tools.errors import RarToolsError
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from tqdm import tqdm
 
-from rar_tools.api import RarTools, check_k
+from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.errors import ImageInputError
 from rar_tools.evaluation.datasets import Dataset, LabelledImage, prompt_names
@@ -45,6 +45,7 @@ from rar_tools.ranking.base import Fallback
 from rar_tools.ranking.prompts import MIN_CANDIDATES
 from rar_tools.retrieval import RetrievalMode
 from rar_tools.settings import Settings
+from rar_tools.validation import check_k
 
 Method = Literal["clip-zero-shot", "clip-knn", "rar", "oracle@k"]
 METHODS: tuple[Method, ...] = get_args(Method)

@@ -1,0 +1,73 @@
+"""Plain-text renderings of the result models, for the CLI (`--json` prints the models themselves)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def render_candidates(result: Any) -> str:
+    lines = [
+        f"memory {result.memory!r}, mode {result.mode} (searched: {', '.join(result.kinds_searched) or 'nothing'})"
+    ]
+    if result.region:
+        box = ", ".join(f"{v:.0f}" for v in result.region.box)
+        lines.append(f"region ({box}), views t={result.region.view_steps}")
+    for i, c in enumerate(result.candidates, 1):
+        lines.append(f"{i:>3}. {c.label:<40} score {c.score:7.4f}  p {c.probability:6.3f}  support {c.support}")
+    if result.region and result.region.filtered_out:
+        lines.append(f"CaR filter dropped: {', '.join(result.region.filtered_out)}")
+    lines += render_levels(result.levels)
+    if result.note:
+        lines.append(f"note: {result.note}")
+    return "\n".join(lines)
+
+
+def render_levels(levels: Any) -> list[str]:
+    lines = [f"{g.level} {g.name}: p {g.probability:.3f}" for g in (levels.categories + levels.parents)[:6]]
+    if levels.answer:
+        lines.append(f"answer ({levels.answer.level}): {levels.answer.name} p {levels.answer.probability:.3f}")
+    return lines
+
+
+def render_ranking(result: Any) -> str:
+    lines = [f"ranked by {result.ranker} ({result.mode} mode, fallback {result.fallback})"]
+    for i, c in enumerate(result.ranked, 1):
+        lines.append(f"{i:>3}. {c.label:<40} {c.score:7.4f}")
+    if result.raw_text is not None:
+        lines.append(f"model answer: {result.raw_text!r}")
+    return "\n".join(lines)
+
+
+def render_recognition(result: Any) -> str:
+    parts = [f"label: {result.label}", render_candidates(result.retrieval)]
+    if result.ranking:
+        parts.append(render_ranking(result.ranking))
+    if result.note:
+        parts.append(f"note: {result.note}")
+    return "\n".join(parts)
+
+
+def render_regions(result: Any) -> str:
+    parts = [f"{len(result.regions)} region(s) of a {result.image_size[0]}x{result.image_size[1]} image"]
+    for i, region in enumerate(result.regions, 1):
+        parts.append(f"--- region {i}\n{render_recognition(region)}")
+    return "\n".join(parts)
+
+
+def render_detections(result: Any) -> str:
+    lines = [f"{len(result.detections)} box(es) from {result.detector}"]
+    for d in result.detections:
+        box = ", ".join(f"{v:.0f}" for v in d.box)
+        lines.append(f"  ({box})  {d.score:.3f}  {d.query}")
+    return "\n".join(lines)
+
+
+def render_memories(result: Any) -> str:
+    lines = [f"data dir: {result.data_dir}"]
+    if not result.memories:
+        lines.append("no memories yet")
+    for m in result.memories:
+        encoder = f"{m.encoder.model} ({m.encoder.pretrained}, {m.encoder.dim}-d)" if m.encoder else "none"
+        kinds = ", ".join(f"{n} {k}" for k, n in m.kinds.items()) or "empty"
+        lines.append(f"{m.name}: {m.count} entries ({kinds}), {m.labels_total} labels, encoder {encoder}")
+    return "\n".join(lines)

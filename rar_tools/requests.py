@@ -1,0 +1,353 @@
+"""One request model per operation: the single source of every argument's type, bound, default and
+description.
+
+The Python API builds these from its arguments (`RarTools.retrieve(...)` is
+`RetrieveRequest.from_call(...)`), the MCP tools' input schemas are derived from their fields
+(`tool_schema.py`), and so are the CLI's flags (`cli_flags.py`). Adding an argument is one edit here
+(its type, from `arguments.py`, brings its bounds, check and description along). Light to import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from rar_tools import limits
+from rar_tools.arguments import (
+    BoxFields,
+    Cli,
+    Coordinates,
+    ImageArg,
+    K,
+    Label,
+    MemoryName,
+    OptionalLevel,
+    RankerViewFields,
+    RankingFields,
+    RankModeArg,
+    RetrievalModeArg,
+    Surface,
+    Surfaces,
+    ThumbnailFields,
+    ViewFields,
+    check_k_value,
+    field_surfaces,
+    validation_message,
+)
+from rar_tools.errors import ImageInputError, MemoryStoreError, RarToolsError, RegionError
+from rar_tools.validation import (
+    check_boxes,
+    check_candidates,
+    check_detector_threshold,
+    check_entry_ids,
+    check_int,
+    check_max_boxes,
+    check_queries,
+)
+
+ModelName = Literal["encoder", "ranker", "detector"]
+ProgressFn = Callable[[int, int], None]
+
+
+class Request(BaseModel):
+    """Base of the request models: strict about unknown arguments, built from a Python call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    positional: ClassVar[tuple[str, ...]] = ()  # the Python API's positional argument order
+    error: ClassVar[type[RarToolsError]] = RarToolsError  # raised for type errors pydantic finds
+    models: ClassVar[frozenset[ModelName]] = frozenset()  # the models the operation waits for
+
+    def needs(self) -> frozenset[ModelName]:
+        """The models this request must wait for (a server waits for them with progress)."""
+        return self.models
+
+    @classmethod
+    def from_call(cls, *args: Any, order: tuple[str, ...] | None = None, **kwargs: Any) -> Any:
+        """The request for a Python call: a request object as the one argument, or the method's
+        positional (in `order`, default `positional`) and keyword arguments. Type errors become the
+        operation's `RarToolsError`."""
+        if len(args) == 1 and isinstance(args[0], cls) and not kwargs:
+            return args[0]
+        order = cls.positional if order is None else order
+        if len(args) > len(order):
+            raise TypeError(f"{cls.__name__} takes at most {len(order)} positional arguments")
+        given = dict(zip(order, args))
+        doubled = given.keys() & kwargs.keys()
+        if doubled:
+            raise TypeError(f"{cls.__name__}: {sorted(doubled)} given by position and by name")
+        return cls.validated({**given, **kwargs})
+
+    @classmethod
+    def validated(cls, values: dict[str, Any]) -> Any:
+        """`model_validate`, with pydantic's errors told as one sentence per argument."""
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise cls.error(validation_message(exc)) from None
+
+    @classmethod
+    def fields_on(cls, surface: Surface) -> list[str]:
+        """The names of the fields offered on `surface`: the operation's own first, then its groups'."""
+        ordered = [name for klass in cls.__mro__ for name in vars(klass).get("__annotations__", {})]
+        fields = cls.model_fields
+        names = [name for name in dict.fromkeys(ordered) if name in fields]
+        return [name for name in names if surface in field_surfaces(fields[name].metadata)]
+
+
+# -- the operations --------------------------------------------------------------------------------
+class AddRequest(Request, BoxFields):
+    """Store labelled exemplar images, or label texts, in a memory (created on first use).
+
+    Give `images` with their `label`, or `labels` alone. Re-adding the same image with the same
+    label stores nothing new. All images are checked first: one bad image stores nothing.
+    With `box`, the region of each image is stored (its crop), not the whole image."""
+
+    positional: ClassVar = ("memory", "images", "label", "category", "parent", "skip_unreadable")
+    error: ClassVar = MemoryStoreError
+    models: ClassVar = frozenset({"encoder"})
+
+    memory: MemoryName
+    images: Annotated[
+        list[ImageArg] | None,
+        Field(max_length=limits.MAX_IMAGES_PER_ADD, description="1-64 images, all of `label`"),
+        Cli(positional=True),
+    ] = None
+    label: Annotated[str | None, Field(max_length=limits.MAX_LABEL_CHARS, description="the label of `images`")] = None
+    labels: Annotated[
+        list[Label] | None,
+        Field(
+            max_length=limits.MAX_LABELS_PER_ADD,
+            description="label texts to store for zero-shot retrieval (instead of images)",
+        ),
+        Cli(positional=True),
+    ] = None
+    category: OptionalLevel = None
+    parent: OptionalLevel = None
+    skip_unreadable: Annotated[
+        bool, Field(description="skip unreadable images instead of storing nothing"), Surfaces("api")
+    ] = False
+    hierarchy: Annotated[
+        list[tuple[str | None, str | None]] | None,
+        Field(description="a (category, parent) pair per label, overriding category and parent"),
+        Surfaces("api"),
+    ] = None
+
+    @model_validator(mode="after")
+    def images_or_labels(self) -> AddRequest:
+        if (self.images is None) == (self.labels is None):
+            raise MemoryStoreError("give either `images` (with `label`) or `labels`, not both and not neither")
+        if self.images is not None:
+            if not self.label:
+                raise MemoryStoreError("`label` is required with `images`: the label every given image shows")
+            if not self.images:
+                raise ImageInputError("no images given")
+        elif self.box is not None:
+            raise RegionError("`box` goes with `images`: the region of the images to store")
+        elif not self.labels:
+            raise MemoryStoreError("no labels given")
+        if self.hierarchy is not None and (self.labels is None or len(self.hierarchy) != len(self.labels)):
+            raise MemoryStoreError("`hierarchy` needs one (category, parent) pair per label")
+        return self
+
+
+class RetrieveRequest(Request, BoxFields, ViewFields, ThumbnailFields):
+    """The k most similar distinct labels for an image or a region of it, with scores, supporting
+    entries, and category/parent probabilities."""
+
+    positional: ClassVar = ("memory", "image", "k", "mode")
+    error: ClassVar = MemoryStoreError
+    models: ClassVar = frozenset({"encoder"})
+
+    memory: MemoryName
+    image: ImageArg
+    k: K = limits.DEFAULT_K
+    mode: RetrievalModeArg = "auto"
+
+
+class RetrieveRegionsRequest(Request, ViewFields):
+    """`retrieve` for many boxes of one image (Python API only)."""
+
+    positional: ClassVar = ("memory", "image", "boxes", "k", "mode")
+    error: ClassVar = RegionError
+    models: ClassVar = frozenset({"encoder"})
+
+    memory: MemoryName
+    image: ImageArg
+    boxes: Annotated[
+        list[Coordinates],
+        Field(min_length=1, max_length=limits.MAX_BOXES, description="1-100 boxes"),
+        BeforeValidator(check_boxes),
+    ]
+    k: K = limits.DEFAULT_K
+    mode: RetrievalModeArg = "auto"
+    box_normalized: Annotated[
+        bool, Field(description="box coordinates are fractions (0..1) of the image's width/height")
+    ] = False
+
+
+class RankCandidatesRequest(Request, BoxFields, RankerViewFields):
+    """Order candidate labels for an image, or a region of it, with the multimodal LLM, best first."""
+
+    positional: ClassVar = ("image", "candidates", "mode", "memory", "exemplars", "icl")
+    error: ClassVar = RarToolsError
+    models: ClassVar = frozenset({"ranker"})
+
+    image: ImageArg
+    candidates: Annotated[
+        list[Label],
+        Field(
+            min_length=limits.MIN_CANDIDATES,
+            max_length=limits.MAX_CANDIDATES,
+            description="2-50 distinct labels to order",
+        ),
+        BeforeValidator(check_candidates),
+        Cli(flag="--candidates"),
+    ]
+    mode: RankModeArg = "score"
+    memory: Annotated[MemoryName | None, Field(description="memory to take exemplar images from")] = None
+    exemplars: Annotated[
+        bool,
+        Field(description="show each candidate's best stored exemplar image next to its name (needs memory)"),
+    ] = False
+    icl: Annotated[bool, Field(description="add a worked example of the answer format (generate mode)")] = False
+
+    def needs(self) -> frozenset[ModelName]:
+        """The ranker, and the encoder too when exemplar images are looked up."""
+        return self.models | ({"encoder"} if self.exemplars else set())
+
+    @model_validator(mode="after")
+    def exemplars_need_memory(self) -> RankCandidatesRequest:
+        from rar_tools.errors import RankerError
+
+        if self.exemplars and self.memory is None:
+            raise RankerError("exemplars=True needs `memory`: the memory whose exemplar images to show")
+        return self
+
+
+class RecognizeRequest(Request, RankingFields, BoxFields, ViewFields, RankerViewFields, ThumbnailFields):
+    """Retrieve the k best candidates from a memory, then rank them with the MLLM (RAR), for an
+    image or a region of it."""
+
+    positional: ClassVar = ("memory", "image", "k", "mode", "retrieval_mode", "exemplars", "icl")
+    error: ClassVar = MemoryStoreError
+    models: ClassVar = frozenset({"encoder", "ranker"})
+
+    memory: MemoryName
+    image: ImageArg
+    k: Annotated[
+        int, Field(ge=1, le=limits.MAX_K, description="candidates to retrieve and rank"), BeforeValidator(check_k_value)
+    ] = limits.DEFAULT_K
+    retrieval_mode: RetrievalModeArg = "auto"
+
+
+class RecognizeRegionsRequest(Request, RankingFields, ViewFields, RankerViewFields):
+    """Recognise many regions of one image in one call (CLIP work batched over all boxes and
+    views), e.g. the boxes detect_objects proposed. One result per box, in order."""
+
+    positional: ClassVar = ("memory", "image", "boxes", "k", "mode", "retrieval_mode", "exemplars", "icl")
+    error: ClassVar = RegionError
+    models: ClassVar = frozenset({"encoder", "ranker"})
+
+    memory: MemoryName
+    image: ImageArg
+    boxes: Annotated[
+        list[Coordinates],
+        Field(min_length=1, max_length=limits.MAX_BOXES, description="1-100 boxes"),
+        BeforeValidator(check_boxes),
+        Cli(flag="--box", repeat=True),
+    ]
+    k: Annotated[
+        int,
+        Field(ge=1, le=limits.MAX_K, description="candidates to retrieve and rank per box"),
+        BeforeValidator(check_k_value),
+    ] = limits.DEFAULT_K
+    retrieval_mode: RetrievalModeArg = "auto"
+    box_normalized: Annotated[
+        bool, Field(description="box coordinates are fractions (0..1) of the image's width/height")
+    ] = False
+
+
+class DetectRequest(Request):
+    """Box proposals from an open-vocabulary detector (OWLv2), best first, in pixels. Name each
+    box at fine grain with recognize_regions. The detector loads on the first call."""
+
+    positional: ClassVar = ("image", "queries", "threshold", "max_boxes")
+    error: ClassVar = RarToolsError
+    models: ClassVar = frozenset({"detector"})
+
+    image: ImageArg
+    queries: Annotated[
+        list[Label],
+        Field(
+            min_length=1,
+            max_length=limits.MAX_QUERIES,
+            description="what to look for, coarse is fine: 'a bird', 'a car'",
+        ),
+        BeforeValidator(check_queries),
+        Cli(flag="--query"),
+    ]
+    threshold: Annotated[
+        float | None,
+        Field(ge=0.0, le=1.0, description="minimum detector score (default: the server's)"),
+        BeforeValidator(check_detector_threshold),
+    ] = None
+    max_boxes: Annotated[
+        int,
+        Field(ge=1, le=limits.MAX_DETECTIONS, description="most boxes returned"),
+        BeforeValidator(check_max_boxes),
+    ] = limits.DEFAULT_DETECTIONS
+
+
+class RemoveRequest(Request):
+    """Remove entries from a memory by id and/or by label. Unused exemplar copies are deleted."""
+
+    positional: ClassVar = ("memory", "entry_ids", "label")
+    error: ClassVar = MemoryStoreError
+
+    memory: MemoryName
+    entry_ids: Annotated[
+        list[Annotated[str, Field(max_length=limits.MAX_ENTRY_ID_CHARS)]] | None,
+        Field(max_length=limits.MAX_IDS_PER_REMOVE, description="entry ids to remove"),
+        BeforeValidator(check_entry_ids),
+        Cli(flag="--id", repeat=True),
+    ] = None
+    label: Annotated[
+        str | None, Field(max_length=limits.MAX_LABEL_CHARS, description="remove every entry of this label")
+    ] = None
+
+    @model_validator(mode="after")
+    def something_to_remove(self) -> RemoveRequest:
+        if not self.entry_ids and self.label is None:
+            raise MemoryStoreError("say what to remove: entry_ids, a label, or both")
+        return self
+
+
+class ListRequest(Request):
+    """All memories with their entry counts per kind and per label, and their CLIP encoder."""
+
+    positional: ClassVar = ("max_labels",)
+    error: ClassVar = MemoryStoreError
+
+    max_labels: Annotated[
+        int,
+        Field(ge=0, le=limits.MAX_LIST_LABELS, description="labels listed per memory"),
+        BeforeValidator(lambda v: check_int(v, "max_labels", 0, limits.MAX_LIST_LABELS, MemoryStoreError)),
+    ] = limits.DEFAULT_LIST_LABELS
+
+
+OPERATIONS: dict[str, type[Request]] = {
+    "add_to_memory": AddRequest,
+    "retrieve_candidates": RetrieveRequest,
+    "rank_candidates": RankCandidatesRequest,
+    "recognize": RecognizeRequest,
+    "recognize_regions": RecognizeRegionsRequest,
+    "detect_objects": DetectRequest,
+    "remove_from_memory": RemoveRequest,
+    "list_memories": ListRequest,
+}
+"""The MCP tool of each request model (the tool names are public and stay)."""

@@ -1,0 +1,224 @@
+"""Adding to, removing from and describing memories, and reading their exemplar files."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from rar_tools.components import Components
+from rar_tools.errors import ImageInputError, MemoryStoreError
+from rar_tools.images import LoadedImage, pixels_sha256
+from rar_tools.limits import MAX_IDS_REPORTED
+from rar_tools.regions import check_box, rar_crop
+from rar_tools.requests import AddRequest, ListRequest, ProgressFn, RemoveRequest
+from rar_tools.schemas import AddResult, Candidate, EncoderInfo, MemoryInfo, MemoryList, RemoveResult, SkippedInput
+from rar_tools.validation import check_label, check_memory_name, optional_label
+
+if TYPE_CHECKING:
+    from rar_tools.memory import NewEntry
+
+KEEP_DECODED_PIXELS = 100_000_000  # about 300 MB of RGB: decoded images kept between check and add
+
+
+class MemoryService:
+    """Writes and reads of the memory store, with the encoder that fills it."""
+
+    def __init__(self, components: Components) -> None:
+        self.components = components
+
+    # -- adding --------------------------------------------------------------------------------
+    def add(self, request: AddRequest, progress: ProgressFn | None = None) -> AddResult:
+        """Store the request's images (or its region of each) or its label texts."""
+        if request.images is not None:
+            return self.add_images(request, progress)
+        return self.add_labels(request)
+
+    def add_images(self, request: AddRequest, progress: ProgressFn | None = None) -> AddResult:
+        """Store labelled exemplar images. Unless `skip_unreadable`, every image is checked first and
+        one bad image stores nothing. With `box`, each image's region (RAR's blurred crop, the view a
+        region query is compared with) is stored instead, identified by its pixels."""
+        images = request.images or []
+        label = check_label(request.label)
+        category, parent = optional_label(request.category, "category"), optional_label(request.parent, "parent")
+        checked = {} if request.skip_unreadable else self._load_all(request)
+        encoder, store = self.components.encoder, self.components.store
+        ids: list[str] = []
+        added = present = 0
+        skipped: list[SkippedInput] = []
+        step = self.components.settings.batch_size
+        for start in range(0, len(images), step):
+            loaded = []
+            for index in range(start, min(start + step, len(images))):
+                try:
+                    loaded.append(checked.pop(index, None) or self._load_exemplar(images[index], request))
+                except ImageInputError as exc:
+                    if not request.skip_unreadable:
+                        raise
+                    skipped.append(SkippedInput(source=str(images[index]), reason=str(exc)))
+            if loaded:
+                outcome = store.add_images(
+                    request.memory,
+                    encoder.identity,
+                    exemplar_images(loaded, encoder.encode_images([item.image for item in loaded])),
+                    label,
+                    category,
+                    parent,
+                    max_side=self.components.settings.stored_image_side,
+                )
+                added += len(outcome.added)
+                present += len(outcome.already_present)
+                ids += outcome.added + outcome.already_present
+            if progress:
+                progress(min(start + step, len(images)), len(images))
+        return self._result(request.memory, "image", added, present, ids, skipped)
+
+    def _load_exemplar(self, source: str, request: AddRequest) -> LoadedImage:
+        """The image to store: the image itself, or its region's crop."""
+        if request.box is None:
+            return self.components.load(source)
+        loaded = self.components.load(source, full_resolution=True)
+        min_side = self.components.settings.min_box_side
+        region = check_box(request.box, loaded.image.size, request.box_normalized, min_side)
+        config = self.components.view_config
+        crop = rar_crop(loaded.image, region, config.side, config.margin, config.blur_radius)
+        return LoadedImage(crop, pixels_sha256(crop), loaded.source_path)
+
+    def _load_all(self, request: AddRequest) -> dict[int, LoadedImage]:
+        """Load every image first, so that one bad image stores nothing; the decoded images are kept for
+        the add (by position) while they fit in KEEP_DECODED_PIXELS, not decoded twice."""
+        kept: dict[int, LoadedImage] = {}
+        pixels = 0
+        for index, source in enumerate(request.images or []):
+            loaded = self._load_exemplar(source, request)
+            pixels += loaded.image.width * loaded.image.height
+            if pixels <= KEEP_DECODED_PIXELS:
+                kept[index] = loaded
+        return kept
+
+    def add_labels(self, request: AddRequest) -> AddResult:
+        """Store label texts (zero-shot entries); `hierarchy` gives a (category, parent) pair per label."""
+        from rar_tools.memory import NewEntry
+
+        labels = [check_label(label) for label in request.labels or []]
+        levels = request.hierarchy or [(request.category, request.parent)] * len(labels)
+        levels = [(optional_label(c, "category"), optional_label(p, "parent")) for c, p in levels]
+        encoder = self.components.encoder
+        entries = [
+            NewEntry(
+                label=label,
+                kind="text",
+                sha256=text_sha(label, encoder.templates),
+                embedding=embedding,
+                category=c,
+                parent=p,
+            )
+            for label, embedding, (c, p) in zip(labels, encoder.encode_labels(labels), levels)
+        ]
+        return self.add_entries(request.memory, entries)
+
+    def add_entries(self, memory: str, entries: Sequence[NewEntry]) -> AddResult:
+        """Store entries already embedded by the loaded encoder (all of one kind), e.g. when the caller
+        encodes images once and reuses the embeddings for several memories."""
+        check_memory_name(memory)
+        kinds = {entry.kind for entry in entries}
+        if len(kinds) != 1:
+            raise MemoryStoreError("give at least one entry, all of one kind (image or text)")
+        outcome = self.components.store.add(memory, self.components.encoder.identity, entries)
+        ids = outcome.added + outcome.already_present
+        return self._result(memory, kinds.pop(), len(outcome.added), len(outcome.already_present), ids, [])
+
+    def _result(
+        self,
+        memory: str,
+        kind: Literal["image", "text"],
+        added: int,
+        present: int,
+        ids: list[str],
+        skipped: list[SkippedInput],
+    ) -> AddResult:
+        noun = "exemplar image" if kind == "image" else "label text"
+        message = f"stored {added} new {noun}(s) in memory {memory!r}"
+        if present:
+            message += f"; {present} already present, not stored again"
+        if skipped:
+            message += f"; skipped {len(skipped)} unreadable input(s)"
+        return AddResult(
+            memory=memory,
+            kind=kind,
+            added=added,
+            already_present=present,
+            entry_ids=ids[:MAX_IDS_REPORTED],
+            count=self.components.store.count(memory),
+            skipped=skipped,
+            message=message,
+        )
+
+    # -- removing and describing -------------------------------------------------------------------
+    def remove(self, request: RemoveRequest) -> RemoveResult:
+        """Remove entries by id and/or every entry of a label."""
+        store = self.components.store
+        removed = store.remove(request.memory, request.entry_ids, request.label)
+        return RemoveResult(memory=request.memory, removed=removed, count=store.count(request.memory))
+
+    def list_memories(self, request: ListRequest) -> MemoryList:
+        """Every memory with its counts per kind and per label, and its encoder."""
+        store = self.components.store
+        infos = [self.describe_memory(name, request.max_labels) for name in store.names()]
+        return MemoryList(data_dir=str(store.data_dir), memories=infos)
+
+    def describe_memory(self, memory: str, max_labels: int = 100_000) -> MemoryInfo:
+        """One memory's counts per kind and per label (most first), and its encoder."""
+        summary = self.components.store.summary(check_memory_name(memory))
+        labels = dict(list(summary.label_counts.items())[:max_labels])
+        return MemoryInfo(
+            name=memory,
+            count=summary.count,
+            kinds=summary.kind_counts,
+            labels_total=len(summary.label_counts),
+            labels=labels,
+            labels_truncated=len(labels) < len(summary.label_counts),
+            encoder=EncoderInfo(**asdict(summary.encoder)) if summary.encoder else None,
+        )
+
+    # -- exemplar files --------------------------------------------------------------------------
+    def exemplar_file(self, memory: str, entry: str) -> Path:
+        """The stored image file of one exemplar entry."""
+        return self.components.store.exemplar_path(check_memory_name(memory), entry)
+
+    def exemplar_thumbnails(
+        self, memory: str, candidates: Sequence[Candidate], max_side: int = 128, max_total_bytes: int = 400_000
+    ) -> list[tuple[str, str, bytes]]:
+        """(label, entry id, JPEG bytes) of each candidate's best stored exemplar, small and capped in total."""
+        from rar_tools.memory import thumbnail_jpeg
+
+        thumbs: list[tuple[str, str, bytes]] = []
+        total = 0
+        for candidate in candidates:
+            found = self.components.store.entries(memory, candidate.entry_ids)
+            best = next((i for i in candidate.entry_ids if i in found and found[i].image_path), None)
+            if best is None:
+                continue
+            data = thumbnail_jpeg(found[best].image_path, max_side)
+            if total + len(data) > max_total_bytes:
+                break
+            thumbs.append((candidate.label, best, data))
+            total += len(data)
+        return thumbs
+
+
+def exemplar_images(loaded: Sequence[LoadedImage], embeddings) -> list:
+    """The store's description of decoded exemplars with their embeddings."""
+    from rar_tools.memory import ExemplarImage
+
+    return [
+        ExemplarImage(image=item.image, sha256=item.sha256, source=item.source_path, embedding=embedding)
+        for item, embedding in zip(loaded, embeddings)
+    ]
+
+
+def text_sha(label: str, templates: str) -> str:
+    """The content hash of a label text entry (the templates are part of what was embedded)."""
+    return hashlib.sha256(f"{templates}\x00{label}".encode()).hexdigest()

@@ -1,0 +1,58 @@
+"""Deriving an MCP tool's arguments from a request model: the field types with their bounds and
+descriptions, without the checks (those run when the tool builds its request, so a refusal reaches
+the caller as a `ToolError` with our own message, not as a hidden validator crash)."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BeforeValidator, Field
+from pydantic.fields import FieldInfo
+
+from rar_tools.arguments import Cli, ImageSource, Surfaces
+from rar_tools.requests import Request
+
+NOT_SCHEMA = (BeforeValidator, Surfaces, Cli, ImageSource)
+
+
+def schema_only(annotation: Any) -> Any:
+    """`annotation` with the checks and surface markers removed from every `Annotated` in it."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Annotated:
+        base, *metadata = args
+        kept = [m for m in metadata if not isinstance(m, NOT_SCHEMA)]
+        base = schema_only(base)
+        return Annotated[(base, *kept)] if kept else base
+    if not args or origin is Literal:
+        return annotation
+    inner = tuple(schema_only(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return Union[inner]  # noqa: UP007 (a runtime tuple of members)
+    return origin[inner if origin is tuple else inner[0] if len(inner) == 1 else inner]
+
+
+def field_annotation(info: FieldInfo) -> Any:
+    """A field as a function parameter's annotation: its type, bounds, description and extra schema."""
+    kept = [m for m in info.metadata if not isinstance(m, NOT_SCHEMA)]
+    described = Field(description=info.description, json_schema_extra=info.json_schema_extra)
+    return Annotated[(schema_only(info.annotation), *kept, described)]
+
+
+def tool_parameters(request_type: type[Request]) -> list[inspect.Parameter]:
+    """Keyword-only parameters for the request's MCP fields: required ones first, then the rest."""
+    fields = request_type.model_fields
+    names = request_type.fields_on("mcp")
+    ordered = [n for n in names if fields[n].is_required()] + [n for n in names if not fields[n].is_required()]
+    return [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=field_annotation(fields[name]),
+            default=inspect.Parameter.empty if fields[name].is_required() else fields[name].default,
+        )
+        for name in ordered
+    ]
