@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rar_tools.api import check_label
 from rar_tools.errors import RarToolsError
 from rar_tools.evaluation.sampling import by_label, seeded_shuffle
 from rar_tools.images import IMAGE_SUFFIXES
+from rar_tools.validation import check_label
 
 DatasetFormat = Literal["auto", "folder", "cub", "csv"]
 CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
