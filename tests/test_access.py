@@ -261,7 +261,15 @@ def calls_in(module: Path) -> set[str]:
     return names
 
 
+# The benchmark times start-up from spawn (`rar-tools serve` to `initialize`, `rar-tools --help`); only
+# the CLI's `bench` command reaches it (tests/test_import_boundaries.py), never a tool or the API.
+SPAWN_ALLOWED = {"bench/startup.py": {"subprocess.Popen", "subprocess.run"}}
+
+
 def test_no_module_starts_a_shell_or_a_process() -> None:
     forbidden = {"os.system", "os.popen", "subprocess.run", "subprocess.Popen", "subprocess.call", "eval", "exec"}
-    found = {str(path.relative_to(PACKAGE)): calls_in(path) & forbidden for path in PACKAGE.rglob("*.py")}
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = path.relative_to(PACKAGE).as_posix()
+        found[name] = (calls_in(path) & forbidden) - SPAWN_ALLOWED.get(name, set())
     assert {name: calls for name, calls in found.items() if calls} == {}

@@ -5,6 +5,9 @@ No timing is asserted: only that the figures are measured, written and hang toge
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 
 from rar_tools.bench import SECTIONS, BenchConfig, run_bench
 from rar_tools.bench.data import ClusteredSpace, exact_top_labels, label_recall, write_photos
+from rar_tools.bench.startup import repeat, seconds_to_initialize
 from rar_tools.bench.timing import time_rounds
 from rar_tools.cli import main
 
@@ -100,6 +104,60 @@ def test_e2e_reports_both_tools_in_process_over_stdio_and_direct(document: dict[
         assert e2e["api"][tool]["n"] == 2
         for transport in ("in_process", "stdio"):
             assert e2e[transport][tool]["e2e"]["n"] == e2e[transport][tool]["overhead"]["n"] == 2
+
+
+def test_e2e_reports_start_up_from_spawn_with_targets(document: dict[str, Any]) -> None:
+    startup = figures(document, "e2e")["startup"]
+    assert startup["spawns"] == 3
+    for key, target in (("initialize", 1.5), ("help", 1.0)):
+        figure = startup[key]
+        assert figure["errors"] == [] and len(figure["runs_s"]) == 3 and all(r > 0 for r in figure["runs_s"])
+        assert min(figure["runs_s"]) <= figure["median_s"] <= max(figure["runs_s"]) and figure["target_s"] == target
+    assert "--no-ranker" in startup["initialize"]["command"] and startup["help"]["command"][-1] == "--help"
+    bounds = {t["name"].split(":")[0]: t["bound"] for t in document["sections"]["e2e"]["targets"]}
+    assert bounds["serve --no-ranker (stdio)"] == 1.5 and bounds["rar-tools --help"] == 1.0
+
+
+FAKE_SERVER = """
+import json, sys
+request = json.loads(sys.stdin.readline())
+print("not a protocol line", flush=True)
+print(json.dumps({"jsonrpc": "2.0", "id": 99, "result": {}}), flush=True)
+print(json.dumps({"jsonrpc": "2.0", "id": request["id"], REPLY}), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_initialize_is_timed_to_its_own_response() -> None:
+    server = FAKE_SERVER.replace("REPLY", '"result": {"serverInfo": {"name": "fake"}}')
+    assert 0 < seconds_to_initialize([sys.executable, "-c", server], dict(os.environ), timeout_s=30) < 30
+
+
+def test_a_refused_initialize_is_an_error() -> None:
+    server = FAKE_SERVER.replace("REPLY", '"error": {"code": -32600, "message": "no"}')
+    with pytest.raises(RuntimeError, match="refused"):
+        seconds_to_initialize([sys.executable, "-c", server], dict(os.environ), timeout_s=30)
+
+
+def test_a_server_that_never_answers_is_killed_at_the_deadline() -> None:
+    silent = "import sys, time; print('starting', file=sys.stderr, flush=True); time.sleep(120)"
+    began = time.perf_counter()
+    with pytest.raises(RuntimeError, match="no initialize response within 1 s.*starting"):
+        seconds_to_initialize([sys.executable, "-c", silent], dict(os.environ), timeout_s=1)
+    assert time.perf_counter() - began < 30
+
+
+def test_failed_spawns_are_recorded_and_the_median_taken_over_the_rest() -> None:
+    def measure(index: int) -> float:
+        if index == 1:
+            raise RuntimeError("boom")
+        return float(index + 1)
+
+    def gone(index: int) -> float:
+        raise OSError("no such program")
+
+    assert repeat(measure, 3) == {"runs_s": [1.0, None, 3.0], "median_s": 2.0, "errors": ["RuntimeError: boom"]}
+    assert repeat(gone, 2) == {"runs_s": [None, None], "median_s": None, "errors": ["OSError: no such program"] * 2}
 
 
 def test_bench_command_prints_tables_and_writes_json(

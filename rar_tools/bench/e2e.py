@@ -1,10 +1,10 @@
 """Section `e2e`: `retrieve_candidates` and `recognize` as whole MCP tool calls, in process and over
-stdio, against the time the API spends inside each call (from the result's own timings)."""
+stdio, against the time the API spends inside each call (from the result's own timings); and the
+start-up figures measured from spawn (`startup.py`): stdio server to `initialize`, and `--help`."""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 from mcp import Client, StdioServerParameters
 
-import rar_tools
 from rar_tools.bench.context import BenchContext
 from rar_tools.bench.report import SectionResult, Table, Target
+from rar_tools.bench.startup import SPAWNS, child_env, measure_startup, model_flags, startup_rows, startup_targets
 from rar_tools.bench.timing import summarise, time_calls
 from rar_tools.server import create_server
 from rar_tools.settings import Settings
@@ -63,16 +63,9 @@ async def time_tools(client: Client, image: str, repeats: int) -> dict[str, dict
 
 def stdio_parameters(settings: Settings, data_dir: Path) -> StdioServerParameters:
     """`rar-tools serve` with the run's models, importing the same rar_tools as this process."""
-    source = str(Path(rar_tools.__file__).resolve().parent.parent)
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
-    }
-    args = ["-m", "rar_tools", "serve", "--data-dir", str(data_dir), "--clip-model", settings.clip_model]
-    args += ["--clip-pretrained", str(settings.clip_pretrained), "--clip-precision", settings.clip_precision]
+    args = ["-m", "rar_tools", "serve", "--data-dir", str(data_dir), *model_flags(settings)]
     args += ["--ranker-model", settings.ranker_model]
-    return StdioServerParameters(command=sys.executable, args=[*args, "--device", settings.device], env=env)
+    return StdioServerParameters(command=sys.executable, args=args, env=child_env())
 
 
 async def in_process(ctx: BenchContext, photos: list[str]) -> dict[str, dict[str, Any]]:
@@ -103,6 +96,27 @@ def run(ctx: BenchContext) -> SectionResult:
     direct = direct_api(ctx, photos[0])
     log.info("e2e: stdio subprocess")
     stdio = anyio.run(over_stdio, ctx, photos)
+    log.info("e2e: start-up from spawn, %d spawns each", SPAWNS)
+    startup = measure_startup(ctx.tools.settings, ctx.work_dir)
+    start_targets, notes = startup_targets(startup)
+    targets = [
+        Target(
+            f"in-process protocol overhead p50, {tool}",
+            local[tool]["overhead"]["p50_ms"],
+            MAX_OVERHEAD_MS,
+            False,
+            " ms",
+        )
+        for tool in TOOLS
+    ]
+    figures = {"api": direct, "in_process": local, "stdio": stdio, "k": K, "exemplars": len(photos)}
+    figures["startup"] = startup
+    tables = [calls_table(ctx, photos, direct, local, stdio), startup_table(startup)]
+    return SectionResult("e2e", tables, figures, targets + start_targets, notes)
+
+
+def calls_table(ctx: BenchContext, photos: list[str], direct: dict, local: dict, stdio: dict) -> Table:
+    """Per tool: the API call, then the in-process and stdio tool calls with their overhead."""
     rows = []
     for tool in TOOLS:
         rows.append([tool, "API call", f"{direct[tool]['p50_ms']:.1f}", f"{direct[tool]['p95_ms']:.1f}", "-", "-"])
@@ -118,21 +132,17 @@ def run(ctx: BenchContext) -> SectionResult:
                     f"{f['overhead']['p95_ms']:.2f}",
                 ]
             )
-    table = Table(
+    return Table(
         f"tool calls, ms ({ctx.config.repeats} calls after a warm-up, k={K}, memory of {len(photos)} exemplars); "
         "overhead = call time - the API's own time in that call",
         ["tool", "path", "p50", "p95", "overhead p50", "overhead p95"],
         rows,
     )
-    targets = [
-        Target(
-            f"in-process protocol overhead p50, {tool}",
-            local[tool]["overhead"]["p50_ms"],
-            MAX_OVERHEAD_MS,
-            False,
-            " ms",
-        )
-        for tool in TOOLS
-    ]
-    figures = {"api": direct, "in_process": local, "stdio": stdio, "k": K, "exemplars": len(photos)}
-    return SectionResult("e2e", [table], figures, targets)
+
+
+def startup_table(startup: dict[str, Any]) -> Table:
+    return Table(
+        f"start-up from spawn, s (median of {startup['spawns']} fresh processes)",
+        ["what", "median", "runs", "target"],
+        startup_rows(startup),
+    )

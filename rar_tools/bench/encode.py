@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from PIL import Image
 
 from rar_tools.bench.context import BenchContext
+from rar_tools.bench.data import LABEL_NAMES
 from rar_tools.bench.report import SectionResult, Table, Target
 from rar_tools.bench.timing import gpu_peak_bytes, reset_gpu_peak, time_rounds, timed
 from rar_tools.encoder import ClipEncoder
 from rar_tools.images import load_image
-from rar_tools.testing.tiny_mllm import NAMES
 
 log = logging.getLogger(__name__)
 BATCHED_SPEEDUP = 2.0
@@ -48,7 +48,8 @@ def encode_round(encoder: ClipEncoder, images: list[Image.Image], size: int) -> 
 
 def label_texts(count: int) -> list[str]:
     """`count` distinct label names."""
-    return [NAMES[i % len(NAMES)] + (f" {i // len(NAMES)}" if i >= len(NAMES) else "") for i in range(count)]
+    n = len(LABEL_NAMES)
+    return [LABEL_NAMES[i % n] + (f" {i // n}" if i >= n else "") for i in range(count)]
 
 
 def run(ctx: BenchContext) -> SectionResult:

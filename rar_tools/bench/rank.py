@@ -11,12 +11,12 @@ import logging
 from dataclasses import replace
 
 from rar_tools.bench.context import BenchContext
+from rar_tools.bench.data import LABEL_NAMES
 from rar_tools.bench.report import SectionResult, Table, Target
 from rar_tools.bench.timing import gpu_peak_bytes, reset_gpu_peak, summarise, time_rounds
 from rar_tools.errors import RarToolsError
 from rar_tools.images import load_image
 from rar_tools.ranking import RankRequest
-from rar_tools.testing.tiny_mllm import NAMES
 
 log = logging.getLogger(__name__)
 SCORE_SPEEDUP = 5.0
@@ -34,10 +34,10 @@ def run(ctx: BenchContext) -> SectionResult:
     rows, by_k = [], {}
     previous = ranker.config
     for k in config.ks:
-        if k > len(NAMES):
-            raise RarToolsError(f"k={k}: the rank benchmark has {len(NAMES)} candidate names")
+        if k > len(LABEL_NAMES):
+            raise RarToolsError(f"k={k}: the rank benchmark has {len(LABEL_NAMES)} candidate names")
         ranker.config = replace(previous, max_new_tokens=token_budget(k))
-        requests = {mode: RankRequest(image, tuple(NAMES[:k]), mode=mode) for mode in ("score", "generate")}
+        requests = {mode: RankRequest(image, tuple(LABEL_NAMES[:k]), mode=mode) for mode in ("score", "generate")}
         log.info("rank: k=%d, score and generate mode", k)
         for mode, warmup in (("score", 3), ("generate", 2)):
             for _ in range(warmup):

@@ -15,16 +15,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from rar_tools.evaluation.config import ZERO_SHOT, ZERO_SHOT_SHOTS, EvalConfig
 from rar_tools.evaluation.datasets import Dataset
 from rar_tools.evaluation.metrics import DEFINITIONS, MethodFigures
-from rar_tools.evaluation.protocol import (
-    QUERIES_FILE,
-    ZERO_SHOT,
-    ZERO_SHOT_SHOTS,
-    EvalConfig,
-    RunOutcome,
-    shortest_class,
-)
+from rar_tools.evaluation.protocol import QUERIES_FILE, RunOutcome, shortest_class
 from rar_tools.evaluation.weights import WeightsInfo, describe_weights
 from rar_tools.settings import Settings
 

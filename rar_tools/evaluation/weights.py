@@ -1,18 +1,21 @@
 """Which weights an evaluation used, and whether they are test weights whose numbers mean nothing.
 
 Detection is by evidence, never by name: an encoder built with no weights reports `random-init`,
-and the project's tiny checkpoints carry a marker file (`rar_tools.testing.marker`).
+and the project's tiny checkpoints carry a marker file (`rar_tools.checkpoints`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from rar_tools.encoder import EncoderIdentity
+from rar_tools.checkpoints import MARKER_FILE, is_tiny_checkpoint
 from rar_tools.settings import Settings
-from rar_tools.testing.marker import MARKER_FILE, is_tiny_checkpoint
+
+if TYPE_CHECKING:
+    from rar_tools.encoder import EncoderIdentity
 
 LOCAL_DIR = "local-dir:"
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from PIL import Image
 
-RankMode = Literal["score", "generate"]
-Fallback = Literal["none", "partial", "full"]
+from rar_tools.limits import Fallback, RankMode
+
+__all__ = ["Fallback", "RankMode", "RankRequest", "RankResult", "RankedLabel", "Ranker", "RankerConfig"]
 
 
 @dataclass(frozen=True)

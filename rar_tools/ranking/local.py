@@ -23,8 +23,10 @@ import torch
 from rar_tools.devices import resolve_device
 from rar_tools.errors import ModelLoadError, RankerError
 from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankResult
+from rar_tools.ranking.messages import ImagePart, Part, TextPart, image_count, ranking_parts
+from rar_tools.ranking.messages import downscale as downscale  # re-exported: callers import it from here
 from rar_tools.ranking.parsing import generated_ranking
-from rar_tools.ranking.prompts import downscale, exemplar_pairs, request_prompt, shown_names
+from rar_tools.ranking.prompts import shown_names
 
 ANSWER_OPENING = "["
 # Families trained on one image per prompt: exemplar images are refused rather than mis-shown.
@@ -65,23 +67,30 @@ def load_model(model: str, device: str):
     return processor, mllm.eval()
 
 
-def build_messages(request: RankRequest, names: list[str], max_side: int, opening: str | None):
-    """Chat messages: query image (and its context image), ranking instruction, then each
-    exemplar's quoted name and image.
+def build_messages(request: RankRequest, names: list[str], max_side: int, opening: str | None) -> list[dict]:
+    """Chat messages showing the shared ranking layout (`messages.ranking_parts`) for `names`.
 
     With `opening`, an assistant turn holding it follows, for the model to continue."""
-    pairs = exemplar_pairs(request, names)
-    text = request_prompt(names, request.icl, request.context is not None, bool(pairs))
-    queries = [request.image] if request.context is None else [request.image, request.context]
-    content = [{"type": "image", "image": downscale(image, max_side)} for image in queries]
-    content.append({"type": "text", "text": text})
-    for name, image in pairs:
-        content.append({"type": "text", "text": f" {name!r}:"})
-        content.append({"type": "image", "image": downscale(image, max_side)})
+    return chat_messages(ranking_parts(request, names, max_side), opening)
+
+
+def chat_messages(parts: list[Part], opening: str | None) -> list[dict]:
+    """`parts` as one user turn in the processor's chat-template format (images as placeholders the
+    template expands), then the assistant's `opening` when given."""
+    content = [chat_part(part) for part in parts]
     messages = [{"role": "user", "content": content}]
     if opening is not None:
         messages.append({"role": "assistant", "content": [{"type": "text", "text": opening}]})
     return messages
+
+
+def chat_part(part: Part) -> dict:
+    """One chat-template content item."""
+    if isinstance(part, ImagePart):
+        return {"type": "image", "image": part.image}
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    raise TypeError(f"not a message part: {part!r}")
 
 
 def add_tokens(inputs: dict, ids: torch.Tensor, at_start: bool = False) -> dict:
@@ -289,10 +298,11 @@ class TransformersRanker:
     def _messages(self, request: RankRequest, opening: str | None) -> tuple[list[str], list[dict]]:
         """The shown candidate names and the chat messages for `request`."""
         names = shown_names(request.candidates)
-        if self.family in SINGLE_IMAGE_FAMILIES and (exemplar_pairs(request, names) or request.context):
+        parts = ranking_parts(request, names, self.config.max_image_side)
+        if self.family in SINGLE_IMAGE_FAMILIES and image_count(parts) > 1:
             raise RankerError(
                 f"the ranker model family {self.family!r} takes one image per prompt, so exemplar "
                 "or context images can't be shown to it: rank without exemplars and ranker_context, "
                 "or use a multi-image model such as Qwen2-VL / Qwen2.5-VL"
             )
-        return names, build_messages(request, names, self.config.max_image_side, opening)
+        return names, chat_messages(parts, opening)

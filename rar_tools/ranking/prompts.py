@@ -5,15 +5,15 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 
-from PIL import Image
-
 from rar_tools.errors import RankerError
-from rar_tools.ranking.base import RankRequest
 
-MAX_CANDIDATE_CHARS = 200
-MIN_CANDIDATES = 2
-MAX_CANDIDATES = 50
-MAX_EXEMPLAR_IMAGES = 8
+# The bounds live in rar_tools.limits; re-exported here for callers that import them from prompts.
+from rar_tools.limits import MAX_CANDIDATES as MAX_CANDIDATES
+from rar_tools.limits import MAX_EXEMPLAR_IMAGES as MAX_EXEMPLAR_IMAGES
+from rar_tools.limits import MAX_LABEL_CHARS
+from rar_tools.limits import MIN_CANDIDATES as MIN_CANDIDATES
+
+MAX_CANDIDATE_CHARS = MAX_LABEL_CHARS  # a candidate is a label
 
 RANKING_PROMPT = (
     "Please play the role of a classification expert, and sort the provided categories from high "
@@ -76,15 +76,6 @@ def ranking_prompt(names: list[str] | tuple[str, ...], icl: bool = False) -> str
     return text
 
 
-def downscale(image: Image.Image, max_side: int) -> Image.Image:
-    """An RGB copy of `image` whose longer side is at most `max_side` pixels."""
-    image = image.convert("RGB")
-    if max(image.size) > max_side:
-        image = image.copy()
-        image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    return image
-
-
 def shown_names(candidates: Sequence[str]) -> list[str]:
     """The candidates as the prompt shows them (cleaned); refuses empty, duplicate or too many."""
     if not 1 <= len(candidates) <= MAX_CANDIDATES:
@@ -95,13 +86,3 @@ def shown_names(candidates: Sequence[str]) -> list[str]:
     if len(set(names)) != len(names):
         raise RankerError("candidate names must be distinct (after whitespace clean-up)")
     return names
-
-
-def exemplar_pairs(request: RankRequest, names: list[str]) -> list[tuple[str, Image.Image]]:
-    """(shown name, image) for the first candidates that carry an exemplar, at most 8."""
-    if request.exemplars is None:
-        return []
-    if len(request.exemplars) != len(request.candidates):
-        raise RankerError("exemplars must hold one image or None per candidate, in candidate order")
-    pairs = [(n, img) for n, img in zip(names, request.exemplars) if img is not None]
-    return pairs[:MAX_EXEMPLAR_IMAGES]

@@ -1,7 +1,7 @@
-"""The marker file that tells the project's tiny random checkpoints from real weights.
+"""Writes the marker file that tells the project's tiny random checkpoints from real weights.
 
-Every tiny checkpoint folder holds `rar_tools_tiny.json`; reports check for it instead of guessing
-from names, so numbers measured with meaningless weights are never mistaken for results.
+The marker's name and the check that reads it live in `rar_tools.checkpoints` (production code reads
+them; it never imports this package); both are re-exported here for the test helpers.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-MARKER_FILE = "rar_tools_tiny.json"
+from rar_tools.checkpoints import MARKER_FILE as MARKER_FILE
+from rar_tools.checkpoints import MARKER_KEY
+from rar_tools.checkpoints import is_tiny_checkpoint as is_tiny_checkpoint
 
 
 def write_marker(folder: Path, role: str) -> Path:
@@ -18,7 +20,7 @@ def write_marker(folder: Path, role: str) -> Path:
     path.write_text(
         json.dumps(
             {
-                "rar_tools_tiny": True,
+                MARKER_KEY: True,
                 "role": role,
                 "note": "randomly initialised test weights written by rar_tools.testing; outputs are meaningless",
             },
@@ -26,12 +28,3 @@ def write_marker(folder: Path, role: str) -> Path:
         )
     )
     return path
-
-
-def is_tiny_checkpoint(folder: Path) -> bool:
-    """Whether `folder` holds a tiny test checkpoint written by this project."""
-    path = Path(folder).expanduser() / MARKER_FILE
-    try:
-        return bool(json.loads(path.read_text()).get("rar_tools_tiny"))
-    except (OSError, ValueError, AttributeError):
-        return False
