@@ -96,10 +96,13 @@ class RarTools:
         self.recognition = RecognitionService(self.components, self.searching)
         self.detection = DetectionService(self.components)
         self.settings = self.components.settings
-        self.clip, self.mllm = self.components.clip, self.components.mllm
-        self.detector, self.label_index = self.components.detector, self.components.label_index
 
     # -- components --------------------------------------------------------------------------------
+    clip = property(lambda self: self.components.clip, doc="the CLIP encoder's background loader")
+    mllm = property(lambda self: self.components.mllm, doc="the ranker's background loader")
+    detector = property(lambda self: self.components.detector, doc="the detector's loader (first use)")
+    label_index = property(lambda self: self.components.label_index, doc="the memories' label reader")
+
     @property
     def store(self) -> MemoryStore:
         """The memory store, opened (and its data folder locked) on first use."""

@@ -90,13 +90,13 @@ async def test_remove_from_memory_by_label(server, image_folder: Path) -> None:
 
 async def test_initialize_answers_while_the_encoder_is_still_loading(settings: Settings, image_folder: Path) -> None:
     tools = RarTools(settings)
-    real_loader = tools._load_encoder
+    real_loader = tools.components._load_encoder
 
     def slow_loader():
         time.sleep(3)
         return real_loader()
 
-    tools.clip = BackgroundModel("CLIP encoder", slow_loader)
+    tools.components.clip = BackgroundModel("CLIP encoder", slow_loader)
     started = time.monotonic()
     async with Client(create_server(tools)) as client:
         await client.list_tools()
