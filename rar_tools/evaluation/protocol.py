@@ -43,7 +43,6 @@ from rar_tools.evaluation.sampling import by_label, few_shot, query_subset
 from rar_tools.limits import MIN_CANDIDATES, Fallback, RetrievalMode
 from rar_tools.memory import MemoryStore, NewEntry
 from rar_tools.settings import Settings
-from rar_tools.validation import check_k
 
 QUERIES_FILE = "queries.jsonl"
 # Settings that change an answer: a resumed run must match the stopped one in all of them.
