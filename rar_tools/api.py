@@ -26,10 +26,11 @@ from rar_tools.detection import Detector, check_queries
 from rar_tools.encoder import ClipEncoder, EncoderIdentity, create_encoder
 from rar_tools.errors import DetectorError, ImageInputError, MemoryStoreError, RankerError, RarToolsError, RegionError
 from rar_tools.hierarchy import FineLabel, describe_levels
-from rar_tools.images import ImageLimits, LoadedImage, load_image, pixels_sha256, store_image, thumbnail_jpeg
+from rar_tools.images import ImageLimits, LoadedImage, load_image, pixels_sha256
 from rar_tools.lazy import BackgroundModel
 from rar_tools.locking import DataDirLock, lock_data_dir, unlock_data_dir
-from rar_tools.memory import MemoryStore, NewEntry, check_memory_name, entry_id, open_http_client
+from rar_tools.memory import ExemplarImage, MemoryStore, NewEntry, check_memory_name, entry_id, open_http_client
+from rar_tools.memory.files import thumbnail_jpeg
 from rar_tools.ranking import Ranker, RankerConfig, RankMode, RankRequest, create_ranker
 from rar_tools.ranking.prompts import MAX_CANDIDATES, MAX_EXEMPLAR_IMAGES, MIN_CANDIDATES
 from rar_tools.region_recognition import (
@@ -44,7 +45,7 @@ from rar_tools.region_recognition import (
     whole_image_query,
 )
 from rar_tools.regions import check_box, rar_crop
-from rar_tools.retrieval import Retrieval, RetrievalMode, region_mode, retrieve_labels_fused, searchable_kinds
+from rar_tools.retrieval import Retrieval, RetrievalMode, Retriever, region_mode, searchable_kinds
 from rar_tools.schemas import (
     AddResult,
     Candidate,
@@ -109,6 +110,7 @@ class RarTools:
             url_timeout_s=s.url_timeout,
         )
         self._store = store
+        self._retriever: Retriever | None = None
         self._store_lock = threading.Lock()
         self._claim: DataDirLock | None = None
         self.clip = BackgroundModel("CLIP encoder", self._load_encoder)
@@ -166,6 +168,15 @@ class RarTools:
                 client = open_http_client(s.chroma_url, s.chroma_database) if s.chroma_url else None
                 self._store = MemoryStore(s.data_dir, client)
             return self._store
+
+    @property
+    def retriever(self) -> Retriever:
+        """Label retrieval from the store, remembering the search widths memories needed."""
+        store = self.store
+        with self._store_lock:
+            if self._retriever is None or self._retriever.store is not store:
+                self._retriever = Retriever(store)
+            return self._retriever
 
     def claim_data_dir(self) -> None:
         """Lock the data folder for this process now, without opening the store: a server does
@@ -251,9 +262,12 @@ class RarTools:
                     skipped.append(SkippedInput(source=str(source), reason=str(exc)))
             if loaded:
                 embeddings = encoder.encode_images([item.image for item in loaded])
-                with self.store.write_lock:  # exemplar files and their entries, never split by a removal
-                    entries = self._image_entries(loaded, embeddings, label, category, parent)
-                    outcome = self.store.add(memory, encoder.identity, entries)
+                exemplars = [
+                    ExemplarImage(item.image, item.sha256, item.source_path, embedding)
+                    for item, embedding in zip(loaded, embeddings)
+                ]
+                side = self.settings.stored_image_side
+                outcome = self.store.add_images(memory, encoder.identity, exemplars, label, category, parent, side)
                 added += len(outcome.added)
                 present += len(outcome.already_present)
                 ids += outcome.added + outcome.already_present
@@ -284,32 +298,6 @@ class RarTools:
             if pixels <= KEEP_DECODED_PIXELS:
                 kept[index] = loaded
         return kept
-
-    def _image_entries(
-        self,
-        loaded: list[LoadedImage],
-        embeddings: np.ndarray,
-        label: str,
-        category: str | None,
-        parent: str | None,
-    ) -> list[NewEntry]:
-        """Write a batch's exemplar files (before any entry can point at them) and describe its entries."""
-        entries = []
-        for item, embedding in zip(loaded, embeddings):
-            path = store_image(self.store.images_dir, item, self.settings.stored_image_side)
-            entries.append(
-                NewEntry(
-                    label=label,
-                    kind="image",
-                    sha256=item.sha256,
-                    embedding=embedding,
-                    source=item.source_path,
-                    image_file=str(path.relative_to(self.store.data_dir)),
-                    category=category,
-                    parent=parent,
-                )
-            )
-        return entries
 
     def add_labels(
         self,
@@ -434,7 +422,7 @@ class RarTools:
         check_memory_name(memory)
         check_k(k)
         check_confidence(min_confidence)
-        self.store.collection(memory)  # unknown memory: a clear error before any model work
+        self.store.require(memory)  # unknown memory: a clear error before any model work
 
     # -- retrieval ---------------------------------------------------------------------------
     def retrieve(
@@ -531,8 +519,8 @@ class RarTools:
             started = time.perf_counter()
             searched = region_search if query.box is not None else mode
             found.append(
-                retrieve_labels_fused(
-                    self.store, memory, identity, query.embeddings, query.weights, k, searched, how, kinds[searched]
+                self.retriever.retrieve_fused(
+                    memory, identity, query.embeddings, query.weights, k, searched, how, kinds[searched]
                 )
             )
             seconds.append({"search_s": time.perf_counter() - started})
@@ -598,10 +586,10 @@ class RarTools:
         total = 0
         for candidate in candidates:
             found = self.store.entries(memory, candidate.entry_ids)
-            best = next((i for i in candidate.entry_ids if found.get(i, {}).get("image_file")), None)
+            best = next((i for i in candidate.entry_ids if i in found and found[i].image_path), None)
             if best is None:
                 continue
-            data = thumbnail_jpeg(self.store.data_dir / found[best]["image_file"], max_side)
+            data = thumbnail_jpeg(found[best].image_path, max_side)
             if total + len(data) > max_total_bytes:
                 break
             thumbs.append((candidate.label, best, data))
@@ -610,12 +598,7 @@ class RarTools:
 
     def exemplar_file(self, memory: str, entry: str) -> Path:
         """The stored image file of one exemplar entry."""
-        found = self.store.entries(memory, [entry])
-        if entry not in found:
-            raise MemoryStoreError(f"memory {memory!r} has no entry {entry!r}")
-        if not found[entry].get("image_file"):
-            raise MemoryStoreError(f"entry {entry!r} of memory {memory!r} is a label text, not an image")
-        return self.store.data_dir / found[entry]["image_file"]
+        return self.store.exemplar_path(memory, entry)
 
     # -- ranking -----------------------------------------------------------------------------
     def rank(
@@ -645,7 +628,7 @@ class RarTools:
             raise RankerError("exemplars=True needs `memory`: the memory whose exemplar images to show")
         if memory is not None:
             check_memory_name(memory)
-            self.store.collection(memory)
+            self.store.require(memory)
         ranker = self.ranker
         if box is None:
             shown, context = self.load(image).image, None
