@@ -7,7 +7,6 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,23 +14,12 @@ from PIL import Image
 
 from rar_tools.devices import resolve_device
 from rar_tools.errors import ModelLoadError
+from rar_tools.identity import EncoderIdentity
 
 log = logging.getLogger(__name__)
 
 SINGLE_TEMPLATE = "a photo of a {}."
 PREPROCESS_THREADS = min(8, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class EncoderIdentity:
-    """What a memory records about the encoder that filled it."""
-
-    model: str
-    pretrained: str
-    dim: int
-
-    def describe(self) -> str:
-        return f"{self.model} ({self.pretrained}, {self.dim}-d)"
 
 
 def label_templates(kind: str) -> list[Callable[[str], str]]:

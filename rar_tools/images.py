@@ -1,5 +1,5 @@
 """Images in: decode a path, base64 string, data URL or (if allowed) http(s) URL into a safe RGB
-image; store exemplar copies."""
+image. (Exemplar copies are written by the memory: `rar_tools.memory.files`.)"""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import base64
 import binascii
 import hashlib
 import io
-import os
 import re
 import stat
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +18,11 @@ from PIL import Image, ImageOps
 
 from rar_tools.access import fetch_image_url, resolve_allowed
 from rar_tools.errors import ImageInputError, describe
+from rar_tools.memory.files import PARTIAL_PREFIX, store_image, stored_image_path  # noqa: F401 (moved; re-exported)
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.I)
 BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=_-]+$")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-PARTIAL_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -181,55 +179,3 @@ def pixels_sha256(image: Image.Image) -> str:
     digest = hashlib.sha256(f"{image.mode}:{image.width}x{image.height}:".encode())
     digest.update(image.tobytes())
     return digest.hexdigest()
-
-
-def stored_image_path(images_dir: Path, sha256: str) -> Path:
-    """Where the content-addressed copy of an image lives."""
-    return images_dir / sha256[:2] / f"{sha256}.jpg"
-
-
-def store_image(images_dir: Path, loaded: LoadedImage, max_side: int) -> Path:
-    """Keep a bounded JPEG copy of the image, written atomically (temporary file, fsync, rename);
-    reuse an existing copy."""
-    target = stored_image_path(images_dir, loaded.sha256)
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    copy = loaded.image.copy()
-    copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX, suffix=".jpg")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            copy.save(handle, format="JPEG", quality=92)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    sync_folder(target.parent)
-    return target
-
-
-def thumbnail_jpeg(path: Path, max_side: int = 128, quality: int = 80) -> bytes:
-    """A small JPEG of a stored image, for showing in a host."""
-    with Image.open(path) as image:
-        small = image.convert("RGB")
-        small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    small.save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def sync_folder(folder: Path) -> None:
-    """Make a rename inside `folder` durable before an entry points at it (POSIX; a no-op elsewhere)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

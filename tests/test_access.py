@@ -247,8 +247,8 @@ def test_a_hostile_label_never_becomes_a_path(tools: RarTools, image_folder: Pat
     created = set(tmp_path.rglob("*")) - before
     assert created and all(path.is_relative_to(tools.store.data_dir) for path in created)
     stored = next(iter(tools.store.entries("m", result.entry_ids).values()))
-    assert stored["label"] == HOSTILE_LABEL
-    assert Path(stored["image_file"]).name == f"{stored['sha256']}.jpg"  # content-addressed, label-free
+    assert stored.label == HOSTILE_LABEL
+    assert stored.image_path.name == f"{stored.sha256}.jpg"  # content-addressed, label-free
     assert not any("evil" in path.name or "pwned" in path.name for path in created)
 
 

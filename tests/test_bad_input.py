@@ -300,7 +300,7 @@ async def test_unusual_valid_images_are_converted_and_stored(served: Served, fil
     assert not result.is_error, result.content
     assert result.structured_content["added"] == 1
     entry = next(iter(served.tools.store.entries("odd", result.structured_content["entry_ids"]).values()))
-    with Image.open(served.tools.store.data_dir / entry["image_file"]) as stored:
+    with Image.open(entry.image_path) as stored:
         assert stored.mode == "RGB"
         pixel = np.asarray(stored.getpixel((0, 0)), dtype=int)
     assert np.abs(pixel - ODD_FILES[filename][1]).max() <= 12  # JPEG storage moves colours slightly

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from rar_tools.api import RarTools
-from rar_tools.encoder import create_encoder
+from rar_tools.encoder import EncoderIdentity, create_encoder
+from rar_tools.memory import ExemplarImage, MemoryStore
 from rar_tools.ranking.base import RankerConfig, RankRequest
 from rar_tools.ranking.local import TransformersRanker
 from rar_tools.settings import Settings
@@ -130,7 +131,35 @@ def test_adds_and_removals_at_once_leave_no_entry_without_its_file(tools: RarToo
         tools.remove("m", entry_ids=added.entry_ids)
 
     run_together([lambda i=i, t=turn: (keep, add_then_remove)[t](i) for i in images for turn in (0, 1)])
-    stored = tools.store.collection("m").get(include=["metadatas"])["metadatas"]
+    stored = tools.store.index.get("m").get(include=["metadatas"])["metadatas"]
     assert len(stored) == len(images) and {m["label"] for m in stored} == {"kept"}
     for metadata in stored:
         assert (tools.store.data_dir / metadata["image_file"]).is_file(), metadata
+
+
+def test_store_adds_and_removals_at_once_leave_no_entry_without_its_file(tmp_path: Path) -> None:
+    """The same race on the store alone, many more times: `add_images` writes a file and its entry
+    under the write lock, so a removal's deletion of unused files never falls between the two."""
+    store = MemoryStore(tmp_path / "data")
+    identity = EncoderIdentity("test", "none", 4)
+    rng = np.random.default_rng(3)
+    images = [
+        ExemplarImage(picture, f"{n:064x}", None, (v / np.linalg.norm(v)).astype(np.float32))
+        for n, (picture, v) in enumerate(zip(pictures(THREADS * 8, seed=3), rng.normal(size=(THREADS * 8, 4))))
+    ]
+
+    def keep(image: ExemplarImage) -> None:
+        store.add_images("m", identity, [image], "kept", max_side=32)
+
+    def add_then_remove(image: ExemplarImage) -> None:
+        for _ in range(3):
+            added = store.add_images("m", identity, [image], "passing", max_side=32)
+            store.remove("m", ids=added.added + added.already_present)
+
+    try:
+        run_together([lambda i=i, t=turn: (keep, add_then_remove)[t](i) for i in images for turn in (1, 0)])
+        entries = store.entries("m", store.index.get("m").get(include=[])["ids"])
+        assert len(entries) == len(images) and {e.label for e in entries.values()} == {"kept"}
+        assert all(e.image_path is not None and e.image_path.is_file() for e in entries.values())
+    finally:
+        store.close()

@@ -89,7 +89,8 @@ def check_store(data_dir: Path) -> int:
             assert len(embedding) == TINY_CLIP_DIM and abs(np.linalg.norm(embedding) - 1) < 1e-3
         identity = EncoderIdentity(*(store.summary("bulk").encoder.__dict__.values()))
         if got["ids"]:  # the index finds every entry it holds metadata for
-            hits = store.query("bulk", identity, np.asarray(got["embeddings"][0]), "image", len(got["ids"]))
+            query = np.asarray(got["embeddings"][0])
+            hits = store.nearest_excluding("bulk", identity, query, "image", len(got["ids"]))
             assert {hit.id for hit in hits} == set(got["ids"])
         return len(got["ids"])
     finally:

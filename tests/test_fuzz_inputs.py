@@ -135,7 +135,7 @@ def test_every_memory_name_we_accept_is_one_chroma_accepts(name_store: MemorySto
     except MemoryStoreError as exc:
         assert "is invalid: use 1-64 letters" in str(exc)
         return
-    name_store.collection(name, EncoderIdentity("test", "none", 4), create=True)  # Chroma must not object
+    name_store.index.get_or_create(name, EncoderIdentity("test", "none", 4))  # Chroma must not object
     assert name in name_store.names()
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.errors import EncoderMismatchError, MemoryStoreError
-from rar_tools.memory import KINDS_KEY, MemoryStore, NewEntry, check_memory_name
+from rar_tools.memory import KINDS_KEY, Entry, ExemplarImage, MemoryStore, NewEntry, check_memory_name, entry_id
 
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=4)
 
@@ -28,6 +33,14 @@ def text_entry(label: str, embedding: np.ndarray) -> NewEntry:
     return NewEntry(label=label, kind="text", sha256=label, embedding=embedding)
 
 
+def exemplar(seed: int, embedding: np.ndarray) -> ExemplarImage:
+    """A small noisy picture, named by the sha256 of its pixels."""
+    pixels = np.random.default_rng(seed).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    return ExemplarImage(
+        Image.fromarray(pixels), hashlib.sha256(pixels.tobytes()).hexdigest(), f"/p/{seed}.png", embedding
+    )
+
+
 @pytest.mark.parametrize("name", ["birds", "a", "cub-200_v2.1", "x" * 64])
 def test_valid_memory_names_are_accepted(name: str) -> None:
     assert check_memory_name(name) == name
@@ -42,10 +55,11 @@ def test_invalid_memory_names_get_our_own_message(name: str) -> None:
 def test_add_images_stores_entries_with_their_exemplar_files(tools: RarTools, image_folder: Path) -> None:
     result = tools.add_images("birds", [str(p) for p in sorted((image_folder / "red").iterdir())], "cardinal")
     assert (result.added, result.already_present, result.count) == (3, 0, 3)
-    for meta in tools.store.entries("birds", result.entry_ids).values():
-        assert (tools.store.data_dir / meta["image_file"]).is_file()
-        assert meta["label"] == "cardinal" and meta["kind"] == "image" and len(meta["sha256"]) == 64
-        assert meta["source"].startswith(str(image_folder)) and meta["added_at"]
+    for entry in tools.store.entries("birds", result.entry_ids).values():
+        assert entry.image_path is not None and entry.image_path.is_file()
+        assert entry.image_path.is_relative_to(tools.store.data_dir)
+        assert entry.label == "cardinal" and entry.kind == "image" and len(entry.sha256) == 64
+        assert entry.source.startswith(str(image_folder)) and entry.added_at
 
 
 def test_re_adding_the_same_image_and_label_stores_nothing(tools: RarTools, image_folder: Path) -> None:
@@ -82,12 +96,12 @@ def test_skip_unreadable_reports_what_was_skipped(tools: RarTools, image_folder:
 
 def test_label_texts_are_stored_with_hierarchy(tools: RarTools) -> None:
     result = tools.add_labels("zs", ["Herring Gull", "Blue Jay"], hierarchy=[("gull", "seabird"), ("jay", None)])
-    metas = tools.store.entries("zs", result.entry_ids)
-    assert {m["label"]: (m.get("category"), m.get("parent")) for m in metas.values()} == {
+    entries = tools.store.entries("zs", result.entry_ids)
+    assert {e.label: (e.category, e.parent) for e in entries.values()} == {
         "Herring Gull": ("gull", "seabird"),
         "Blue Jay": ("jay", None),
     }
-    assert all(m["kind"] == "text" for m in metas.values())
+    assert all(e.kind == "text" and e.image_path is None for e in entries.values())
 
 
 @pytest.mark.parametrize(
@@ -106,7 +120,7 @@ def test_bad_labels_are_refused(tools: RarTools, label: str, expected: str) -> N
 
 def test_label_whitespace_is_normalised(tools: RarTools) -> None:
     result = tools.add_labels("zs", ["  Blue \t Jay "])
-    assert [m["label"] for m in tools.store.entries("zs", result.entry_ids).values()] == ["Blue Jay"]
+    assert [e.label for e in tools.store.entries("zs", result.entry_ids).values()] == ["Blue Jay"]
 
 
 def test_removal_by_label_deletes_unused_exemplar_files(tools: RarTools, image_folder: Path) -> None:
@@ -119,8 +133,8 @@ def test_removal_by_label_deletes_unused_exemplar_files(tools: RarTools, image_f
     assert (result.removed, result.count) == (2, 0)
     # the red copy is still used by the other memory; the blue one is gone
     left = sorted(tools.store.images_dir.rglob("*.jpg"))
-    meta = next(iter(tools.store.entries("other", kept.entry_ids).values()))
-    assert left == [tools.store.data_dir / meta["image_file"]]
+    entry = next(iter(tools.store.entries("other", kept.entry_ids).values()))
+    assert left == [entry.image_path]
 
 
 def test_removal_by_entry_id(tools: RarTools, image_folder: Path) -> None:
@@ -153,7 +167,7 @@ def test_the_kinds_a_memory_holds_are_recorded_by_adds(tmp_path: Path, make_stor
     assert store.kinds("m") == {"image"}
     store.add("m", IDENTITY, [text_entry("b", vector(0, 1, 0, 0))])
     assert make_store(tmp_path).kinds("m") == {"image", "text"}
-    assert store.collection("m").metadata[KINDS_KEY] == "image,text"
+    assert store.index.get("m").metadata[KINDS_KEY] == "image,text"
 
 
 def test_removing_the_last_entry_of_a_kind_updates_the_record(tmp_path: Path, make_store) -> None:
@@ -166,17 +180,17 @@ def test_removing_the_last_entry_of_a_kind_updates_the_record(tmp_path: Path, ma
 def test_a_memory_without_a_kinds_record_is_scanned_once(tmp_path: Path, make_store) -> None:
     store = make_store(tmp_path)
     store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
-    collection = store.collection("m")
+    collection = store.index.get("m")
     collection.modify(metadata={k: v for k, v in collection.metadata.items() if k != KINDS_KEY})
     assert store.kinds("m") == {"text"}
-    assert store.collection("m").metadata[KINDS_KEY] == "text"
+    assert store.index.get("m").metadata[KINDS_KEY] == "text"
 
 
-def test_neighbours_read_labels_of_entries_another_store_added(tmp_path: Path, make_store) -> None:
+def test_nearest_reads_labels_of_entries_another_store_added(tmp_path: Path, make_store) -> None:
     writer, reader = make_store(tmp_path), make_store(tmp_path)
     writer.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0)), text_entry("b", vector(0, 1, 0, 0))])
-    hits = reader.neighbours(reader.collection("m"), vector(1, 0.1, 0, 0), 5)
-    assert [(h.label, h.metadata["kind"]) for h in hits] == [("a", "text"), ("b", "text")]
+    hits = reader.nearest("m", IDENTITY, vector(1, 0.1, 0, 0), 5)
+    assert [(h.label, h.kind) for h in hits] == [("a", "text"), ("b", "text")]
     assert hits[0].similarity > hits[1].similarity
 
 
@@ -190,7 +204,7 @@ def test_read_labels_reads_every_entry_label_and_kind(tmp_path: Path, make_store
 def test_new_memories_take_the_store_hnsw_settings(tmp_path: Path) -> None:
     store = MemoryStore(tmp_path, hnsw={"max_neighbors": 48})
     store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
-    hnsw = store.collection("m").configuration_json["hnsw"]
+    hnsw = store.index.get("m").configuration_json["hnsw"]
     assert (hnsw["max_neighbors"], hnsw["space"]) == (48, "cosine")
 
 
@@ -208,12 +222,14 @@ def test_a_different_encoder_is_refused(tmp_path: Path, make_store) -> None:
     with pytest.raises(EncoderMismatchError, match="was filled by CLIP test"):
         store.add("m", other, [text_entry("b", vector(0, 1, 0, 0))])
     with pytest.raises(EncoderMismatchError):
-        store.query("m", other, vector(1, 0, 0, 0), "text", 5)
+        store.nearest_excluding("m", other, vector(1, 0, 0, 0), "text", 5)
+    with pytest.raises(EncoderMismatchError):
+        store.nearest("m", other, vector(1, 0, 0, 0), 5)
 
 
 def test_large_adds_go_in_chunks_within_the_batch_limit(tmp_path: Path, make_store) -> None:
     store = make_store(tmp_path)
-    store.max_batch = 7
+    store.index.max_batch = 7
     rng = np.random.default_rng(0)
     entries = [text_entry(f"label {i}", rng.normal(size=4).astype(np.float32)) for i in range(30)]
     outcome = store.add("m", IDENTITY, entries)
@@ -242,3 +258,121 @@ def test_chroma_url_must_be_http() -> None:
 
     with pytest.raises(MemoryStoreError, match="is not an http"):
         open_http_client("ftp://example")
+
+
+# -- the store owns entries and exemplar files together -------------------------------------------
+def test_add_images_writes_each_exemplar_file_with_its_entry(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    images = [exemplar(0, vector(1, 0, 0, 0)), exemplar(1, vector(0, 1, 0, 0))]
+    outcome = store.add_images("m", IDENTITY, images, "cardinal", category="bird", max_side=16)
+    assert outcome.added == [entry_id("m", "image", i.sha256, "cardinal") for i in images]
+    entries = store.entries("m", outcome.added)
+    for image in images:
+        entry = entries[entry_id("m", "image", image.sha256, "cardinal")]
+        assert (entry.kind, entry.label, entry.category, entry.source) == ("image", "cardinal", "bird", image.source)
+        assert entry.image_path == store.images_dir / image.sha256[:2] / f"{image.sha256}.jpg"
+        with Image.open(entry.image_path) as copy:
+            assert max(copy.size) == 16  # bounded by max_side
+    again = store.add_images("m", IDENTITY, images, "cardinal")
+    assert (again.added, again.already_present) == ([], outcome.added)
+    assert len(list(store.images_dir.rglob("*.jpg"))) == 2
+
+
+def test_a_removal_waits_while_an_exemplar_file_is_between_its_write_and_its_entry(
+    tmp_path: Path, make_store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after add_images writes a file that a removal would find unused, the removal runs in
+    another thread: it must wait for the entry, or it deletes the file the entry points at."""
+    store = make_store(tmp_path)
+    image = exemplar(0, vector(1, 0, 0, 0))
+    store.add_images("m", IDENTITY, [image], "passing")
+    removal = threading.Thread(target=store.remove, args=("m",), kwargs={"label": "passing"})
+    write = store.files.write
+
+    def write_then_remove(picture: ExemplarImage, max_side: int) -> str:
+        written = write(picture, max_side)
+        removal.start()
+        removal.join(timeout=1.0)  # with the write lock held, the removal cannot finish now
+        return written
+
+    monkeypatch.setattr(store.files, "write", write_then_remove)
+    kept = store.add_images("m", IDENTITY, [image], "kept").added[0]
+    removal.join(timeout=30)
+    assert not removal.is_alive()
+    assert list(store.entries("m", [kept])) == [kept] and store.count("m") == 1
+    assert store.exemplar_path("m", kept).is_file()
+
+
+def test_add_images_with_another_encoder_writes_no_file(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
+    other = EncoderIdentity(model="other", pretrained="none", dim=4)
+    with pytest.raises(EncoderMismatchError):
+        store.add_images("m", other, [exemplar(0, vector(1, 0, 0, 0))], "cardinal")
+    assert not store.images_dir.exists() or not list(store.images_dir.rglob("*"))
+
+
+def test_entries_are_typed_with_an_image_path_only_for_images(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    image = store.add_images("m", IDENTITY, [exemplar(0, vector(1, 0, 0, 0))], "red").added[0]
+    text = store.add("m", IDENTITY, [text_entry("blue", vector(0, 1, 0, 0))]).added[0]
+    entries = store.entries("m", [image, text, "no-such-entry"])
+    assert set(entries) == {image, text} and all(isinstance(e, Entry) for e in entries.values())
+    assert entries[image].image_path is not None and entries[image].image_path.is_file()
+    assert entries[image].image_path.is_absolute() and entries[image].kind == "image"
+    assert entries[text].image_path is None and (entries[text].label, entries[text].kind) == ("blue", "text")
+    assert store.exemplar_path("m", image) == entries[image].image_path
+    with pytest.raises(MemoryStoreError, match=f"entry '{text}' of memory 'm' is a label text, not an image"):
+        store.exemplar_path("m", text)
+    with pytest.raises(MemoryStoreError, match="memory 'm' has no entry 'nope'"):
+        store.exemplar_path("m", "nope")
+
+
+def test_levels_and_kinds_are_read_by_id(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    entry = NewEntry("gull", "text", "g", vector(1, 0, 0, 0), category="larus", parent="seabird")
+    added = store.add("m", IDENTITY, [entry, text_entry("plain", vector(0, 1, 0, 0))]).added
+    assert store.levels("m", [*added, "missing"]) == {added[0]: ("larus", "seabird"), added[1]: (None, None)}
+    assert store.kinds("m") == {"text"}
+
+
+def test_require_refuses_an_unknown_memory_naming_the_others(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
+    store.require("m")
+    assert store.exists("m") and not store.exists("n")
+    with pytest.raises(MemoryStoreError, match=r"memory 'n' does not exist \(memories: m\)"):
+        store.require("n")
+    with pytest.raises(MemoryStoreError, match="memory 'n' does not exist"):
+        store.nearest("n", IDENTITY, vector(1, 0, 0, 0), 5)
+
+
+def test_generation_moves_on_when_entries_are_removed_or_the_memory_is_dropped(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0)), text_entry("b", vector(0, 1, 0, 0))])
+    start = store.generation("m")
+    store.add("m", IDENTITY, [text_entry("c", vector(0, 0, 1, 0))])
+    assert store.generation("m") == start  # adds keep what was learned
+    store.remove("m", label="a")
+    removed = store.generation("m")
+    assert removed > start
+    store.drop("m")
+    assert store.generation("m") > removed
+
+
+def test_drop_deletes_the_exemplar_files_no_other_memory_uses(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    shared, own = exemplar(0, vector(1, 0, 0, 0)), exemplar(1, vector(0, 1, 0, 0))
+    store.add_images("m", IDENTITY, [shared, own], "x")
+    kept = store.add_images("other", IDENTITY, [shared], "y").added[0]
+    assert store.drop("m") == 2 and store.names() == ["other"]
+    assert sorted(store.images_dir.rglob("*.jpg")) == [store.exemplar_path("other", kept)]
+
+
+def test_importing_the_memory_package_imports_no_chromadb_nor_torch() -> None:
+    code = (
+        "import sys, rar_tools.memory, rar_tools.retrieval\n"
+        "print(sorted(m for m in ('chromadb', 'torch', 'open_clip') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -12,7 +12,7 @@ from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.errors import MemoryStoreError
 from rar_tools.memory import MemoryStore, NewEntry
-from rar_tools.retrieval import region_mode, retrieve_labels, retrieve_labels_fused
+from rar_tools.retrieval import Retriever, region_mode, retrieve_labels, retrieve_labels_fused
 
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=8)
 
@@ -79,12 +79,53 @@ def test_candidates_carry_the_category_and_parent_of_their_best_entry(tmp_path: 
 
 def test_the_width_a_crowded_memory_needed_is_where_later_searches_start(crowded_store) -> None:
     store, query = crowded_store
-    first = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
-    assert store.widths[("m", 5)] == 256  # 100 "crowd" exemplars fill the first list of 64
-    again = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
+    retriever = Retriever(store)
+    first = retriever.retrieve("m", IDENTITY, query, k=5, mode="image")
+    assert retriever.widths[("m", 5, store.generation("m"))] == 256  # 100 "crowd" exemplars fill the first 64
+    assert retriever.width("m", 5) == 256
+    again = retriever.retrieve("m", IDENTITY, query, k=5, mode="image")
     assert [c.label for c in again.candidates] == [c.label for c in first.candidates]
     store.remove("m", label="other 0")
-    assert ("m", 5) not in store.widths
+    assert retriever.width("m", 5) == retrieval.FIRST_WIDTH
+
+
+class WidthSpy:
+    """A store whose `nearest` records the neighbour-list width each search asked for."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store, self.asked = store, []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def nearest(self, name: str, identity: EncoderIdentity, embedding: np.ndarray, n: int) -> list:
+        self.asked.append(n)
+        return self.store.nearest(name, identity, embedding, n)
+
+
+def test_retrieval_after_a_removal_starts_from_a_narrow_width_again(crowded_store) -> None:
+    store, query = crowded_store
+    spy = WidthSpy(store)
+    retriever = Retriever(spy)
+    retriever.retrieve("m", IDENTITY, query, k=5, mode="image")
+    assert spy.asked == [64, 256]  # 100 "crowd" exemplars fill the first list
+    spy.asked.clear()
+    retriever.retrieve("m", IDENTITY, query, k=5, mode="image")
+    assert spy.asked == [256]  # starts where the memory needed
+    store.remove("m", label="other 8")
+    spy.asked.clear()
+    retriever.retrieve("m", IDENTITY, query, k=5, mode="image")
+    assert spy.asked == [64, 256]  # the width learned before the removal is forgotten
+
+
+def test_a_dropped_memory_made_again_starts_narrow(crowded_store) -> None:
+    store, query = crowded_store
+    retriever = Retriever(store)
+    retriever.retrieve("m", IDENTITY, query, k=5, mode="image")
+    store.drop("m")
+    store.add("m", IDENTITY, [NewEntry(f"label {i}", "text", f"t{i}", unit(np.eye(8)[i])) for i in range(8)])
+    assert retriever.width("m", 5) == retrieval.FIRST_WIDTH
+    assert len(retriever.retrieve("m", IDENTITY, query, k=5, mode="text").candidates) == 5
 
 
 def test_candidates_are_ordered_by_score(crowded_store) -> None:
@@ -214,7 +255,7 @@ def test_fused_views_score_labels_by_the_weighted_sum_of_similarities(text_store
     views = np.stack([unit(rng.normal(size=8)) for _ in range(3)])
     weights = [0.5, 0.3, 0.2]
     result = retrieve_labels_fused(text_store, "m", IDENTITY, views, weights, k=8, mode="text")
-    texts = text_store.collection("m").get(include=["embeddings", "metadatas"])
+    texts = text_store.index.get("m").get(include=["embeddings", "metadatas"])
     expected = {m["label"]: float(np.dot(weights, views @ e)) for e, m in zip(texts["embeddings"], texts["metadatas"])}
     assert [c.label for c in result.candidates] == sorted(expected, key=expected.get, reverse=True)
     for candidate in result.candidates:

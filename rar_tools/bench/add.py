@@ -13,8 +13,9 @@ from rar_tools.bench.context import BenchContext
 from rar_tools.bench.data import PHOTO_SIZE, unit_rows
 from rar_tools.bench.report import SectionResult, Table, Target
 from rar_tools.bench.timing import time_rounds, timed
-from rar_tools.images import LoadedImage, store_image
+from rar_tools.images import LoadedImage
 from rar_tools.memory import MemoryStore, NewEntry
+from rar_tools.memory.files import store_image
 
 log = logging.getLogger(__name__)
 IMAGES_PER_CALL = 64  # the most one add_to_memory call takes

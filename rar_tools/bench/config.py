@@ -107,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=hnsw_setting,
         default=[],
         metavar="KEY=VALUE",
-        help="HNSW settings of the retrieval memories, e.g. max_neighbors=64 ef_search=256 (default: memory.py's)",
+        help="HNSW settings of the retrieval memories, e.g. max_neighbors=64 ef_search=256 "
+        "(default: rar_tools.memory.HNSW_CONFIG)",
     )
     parser.add_argument("--json", dest="json_path", type=Path, help="write every figure here")
     parser.add_argument("--work-dir", type=Path, help="keep benchmark data here (default: a temporary folder)")

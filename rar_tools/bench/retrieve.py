@@ -1,7 +1,7 @@
 """Section `retrieve`: label retrieval from memories of growing size against exact brute-force search.
 
 Exemplars are drawn in clusters per label (`data.ClusteredSpace`), spread evenly over the labels.
-Latency is `retrieval.retrieve_labels` per query (no image loading or encoding): cold on a freshly
+Latency is `Retriever.retrieve` per query (no image loading or encoding): cold on a freshly
 opened store, then in steady state, after the store has read every label once (the server does
 that in the background when it starts), on new queries.
 """
@@ -21,7 +21,7 @@ from rar_tools.bench.report import SectionResult, Table, Target
 from rar_tools.bench.timing import summarise, timed
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.memory import HNSW_CONFIG, MemoryStore, NewEntry, open_http_client
-from rar_tools.retrieval import retrieve_labels
+from rar_tools.retrieval import Retriever
 
 log = logging.getLogger(__name__)
 DIM = 512  # CLIP ViT-B/16
@@ -63,11 +63,11 @@ def build(store: MemoryStore, memory: str, vectors: np.ndarray, labels: np.ndarr
     return seconds
 
 
-def search_pass(store: MemoryStore, memory: str, queries: np.ndarray, k: int) -> tuple[list[float], list[list[str]]]:
-    """Seconds and labels of `retrieve_labels` for each query."""
+def search_pass(retriever: Retriever, memory: str, queries: np.ndarray, k: int) -> tuple[list[float], list[list[str]]]:
+    """Seconds and labels of `Retriever.retrieve` for each query."""
     seconds, found = [], []
     for query in queries:
-        s, result = timed(lambda query=query: retrieve_labels(store, memory, IDENTITY, query, k, mode="image"))
+        s, result = timed(lambda query=query: retriever.retrieve(memory, IDENTITY, query, k, mode="image"))
         seconds.append(s)
         found.append([c.label for c in result.candidates])
     return seconds, found
@@ -92,9 +92,10 @@ def measure_size(ctx: BenchContext, size: int, rng: np.random.Generator) -> dict
     log.info("retrieve: building a memory of %d exemplars over %d labels", size, min(config.labels, size))
     build_s = build(open_store(config, folder, dict(config.hnsw)), memory, vectors, labels)
     store = open_store(config, folder)  # freshly opened: no label read yet
-    cold, _ = search_pass(store, memory, first, config.ks[0])
+    retriever = Retriever(store)
+    cold, _ = search_pass(retriever, memory, first, config.ks[0])
     read_s = timed(lambda: store.read_labels(memory))[0]
-    steady, _ = search_pass(store, memory, queries, config.ks[0])
+    steady, _ = search_pass(retriever, memory, queries, config.ks[0])
     exact_s, exact = [], []
     for query in queries:
         seconds, top = timed(lambda query=query: exact_top_labels(vectors, labels, query, max(config.ks)))
@@ -102,7 +103,7 @@ def measure_size(ctx: BenchContext, size: int, rng: np.random.Generator) -> dict
         exact.append([label_name(i) for i in top])
     recall = {}
     for k in config.ks:
-        found = search_pass(store, memory, queries, k)[1]
+        found = search_pass(retriever, memory, queries, k)[1]
         recall[str(k)] = float(np.mean([label_recall(f, e, k) for f, e in zip(found, exact)]))
     return {
         "exemplars": size,
@@ -140,7 +141,7 @@ def run(ctx: BenchContext) -> SectionResult:
     ]
     columns = ["exemplars", "build s", "cold p50", "cold p95", "read labels s", "p50", "p95", "exact p50", "exact p95"]
     table = Table(
-        f"retrieve_labels k={ks[0]}, ms per query ({config.queries} queries, {config.labels} labels, "
+        f"Retriever.retrieve k={ks[0]}, ms per query ({config.queries} queries, {config.labels} labels, "
         f"clustered {DIM}-d); label recall against exact search; HNSW {hnsw}",
         columns + [f"recall@{k}" for k in ks],
         rows,

@@ -1,0 +1,39 @@
+"""The memory: named Chroma collections of CLIP embeddings with their labels, and the exemplar
+files their image entries point at, owned together by one `MemoryStore`.
+
+- `store`: `MemoryStore`, the one object callers use (adds, removals, reads, searches).
+- `index`: the Chroma collections (the only module that speaks Chroma).
+- `files`: the content-addressed exemplar copies.
+- `entries`: the typed values (`NewEntry`, `ExemplarImage`, `Entry`, `Hit`, ...).
+
+Importing this package imports neither chromadb nor torch: chromadb loads when a store opens a client.
+"""
+
+from rar_tools.identity import EncoderIdentity
+from rar_tools.limits import ENTRY_KINDS, MEMORY_NAME, EntryKind
+from rar_tools.memory.entries import AddOutcome, Entry, ExemplarImage, Hit, MemorySummary, NewEntry
+from rar_tools.memory.index import HNSW_CONFIG, KINDS_KEY, open_http_client, open_persistent_client
+from rar_tools.memory.names import COLLECTION_PREFIX, entry_id
+from rar_tools.memory.store import MemoryStore
+from rar_tools.validation import check_memory_name
+
+__all__ = [
+    "COLLECTION_PREFIX",
+    "ENTRY_KINDS",
+    "HNSW_CONFIG",
+    "KINDS_KEY",
+    "MEMORY_NAME",
+    "AddOutcome",
+    "EncoderIdentity",
+    "Entry",
+    "EntryKind",
+    "ExemplarImage",
+    "Hit",
+    "MemoryStore",
+    "MemorySummary",
+    "NewEntry",
+    "check_memory_name",
+    "entry_id",
+    "open_http_client",
+    "open_persistent_client",
+]

@@ -1,0 +1,128 @@
+"""Exemplar files: content-addressed JPEG copies under `DATA_DIR/images/`, written atomically.
+
+A copy is named by the sha256 of its source (`images/ab/abcd....jpg`), so one picture stored under
+several labels or in several memories is one file. A copy is written to a temporary file
+(`PARTIAL_PREFIX`), fsynced and renamed into place, and its folder is fsynced, before any entry
+points at it; a killed process leaves at most a partial file, which the next store tidies away.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+PARTIAL_PREFIX = ".tmp-"
+IMAGES_FOLDER = "images"
+
+
+class Picture(Protocol):
+    """Anything with decoded pixels and the sha256 that names them (`LoadedImage`, `ExemplarImage`)."""
+
+    @property
+    def image(self) -> Image.Image: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+def stored_image_path(images_dir: Path, sha256: str) -> Path:
+    """Where the content-addressed copy of an image lives."""
+    return images_dir / sha256[:2] / f"{sha256}.jpg"
+
+
+def store_image(images_dir: Path, loaded: Picture, max_side: int) -> Path:
+    """Keep a bounded JPEG copy of the image, written atomically (temporary file, fsync, rename);
+    reuse an existing copy."""
+    target = stored_image_path(images_dir, loaded.sha256)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    copy = loaded.image.copy()
+    copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX, suffix=".jpg")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            copy.save(handle, format="JPEG", quality=92)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    sync_folder(target.parent)
+    return target
+
+
+def thumbnail_jpeg(path: Path, max_side: int = 128, quality: int = 80) -> bytes:
+    """A small JPEG of a stored image, for showing in a host."""
+    with Image.open(path) as image:
+        small = image.convert("RGB")
+        small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def sync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` durable before an entry points at it (POSIX; a no-op elsewhere)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_partial_files(images_dir: Path) -> int:
+    """Delete temporary exemplar files a killed process left half-written (they never got an
+    entry); returns how many."""
+    removed = 0
+    for partial in images_dir.glob(f"*/{PARTIAL_PREFIX}*"):
+        partial.unlink(missing_ok=True)
+        log.info("removed a half-written exemplar file left by an interrupted add: %s", partial.name)
+        removed += 1
+    return removed
+
+
+class ExemplarFiles:
+    """The exemplar copies of one data folder. Callers serialise writes and deletions (the
+    store's write lock), so that a copy is never deleted between its write and its entry."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.images_dir = data_dir / IMAGES_FOLDER
+
+    def path(self, sha256: str) -> Path:
+        """The absolute path of the copy of `sha256` (whether or not it exists)."""
+        return stored_image_path(self.images_dir, sha256)
+
+    def write(self, picture: Picture, max_side: int) -> str:
+        """Write (or reuse) the copy of `picture`, durably; its path relative to the data folder,
+        as entries record it."""
+        return str(store_image(self.images_dir, picture, max_side).relative_to(self.data_dir))
+
+    def resolve(self, image_file: str) -> Path:
+        """The absolute path of a copy recorded as `image_file` (relative to the data folder)."""
+        return self.data_dir / image_file
+
+    def tidy(self) -> int:
+        """Delete partial files an interrupted add left behind."""
+        return remove_partial_files(self.images_dir)
+
+    def delete(self, shas: Iterable[str]) -> None:
+        """Delete the copies of `shas` (the caller has checked no entry uses them)."""
+        for sha in shas:
+            self.path(sha).unlink(missing_ok=True)
