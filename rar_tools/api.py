@@ -12,14 +12,12 @@ keyword; the MCP server and the CLI are thin layers over these methods.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rar_tools.components import Components
 from rar_tools.images import LoadedImage
-from rar_tools.limits import RankMode, RetrievalMode
 from rar_tools.requests import (
     AddRequest,
     DetectRequest,
@@ -34,9 +32,7 @@ from rar_tools.requests import (
 )
 from rar_tools.schemas import (
     AddResult,
-    Candidate,
     DetectResult,
-    MemoryInfo,
     MemoryList,
     RankOutput,
     RecognizeResult,
@@ -52,9 +48,7 @@ from rar_tools.settings import Settings
 from rar_tools.validation import check_label
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from rar_tools.memory import MemoryStore, NewEntry
+    from rar_tools.memory import MemoryStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 LABELS_ORDER = ("memory", "labels", "category", "parent", "hierarchy")
@@ -138,7 +132,15 @@ class RarTools:
         """Decode an image argument (see `Components.load`)."""
         return self.components.load(source, full_resolution)
 
-    # -- memory ------------------------------------------------------------------------------------
+    # -- calls served by one service as they are (their signatures are the services') --------------
+    add_entries = property(lambda self: self.memories.add_entries, doc="store entries already embedded")
+    describe_memory = property(lambda self: self.memories.describe_memory, doc="one memory's counts and encoder")
+    exemplar_file = property(lambda self: self.memories.exemplar_file, doc="the stored file of an exemplar")
+    exemplar_thumbnails = property(lambda self: self.memories.exemplar_thumbnails, doc="candidates' thumbnails")
+    retrieve_embedding = property(lambda self: self.searching.retrieve_embedding, doc="retrieve by embedding")
+    rank_loaded = property(lambda self: self.recognition.rank_loaded, doc="rank names for a decoded image")
+
+    # -- operations: each takes its request model, or its fields by position and keyword -------------
     @takes(AddRequest, progress=True)
     def add_images(self, request: AddRequest, progress=None) -> AddResult:
         """Store labelled exemplar images (see `MemoryService.add_images`)."""
@@ -148,10 +150,6 @@ class RarTools:
     def add_labels(self, request: AddRequest) -> AddResult:
         """Store label texts (zero-shot entries)."""
         return self.memories.add_labels(request)
-
-    def add_entries(self, memory: str, entries: Sequence[NewEntry]) -> AddResult:
-        """Store entries already embedded by the loaded encoder (all of one kind)."""
-        return self.memories.add_entries(memory, entries)
 
     @takes(RemoveRequest)
     def remove(self, request: RemoveRequest) -> RemoveResult:
@@ -163,19 +161,6 @@ class RarTools:
         """Every memory with its counts per kind and per label, and its encoder."""
         return self.memories.list_memories(request)
 
-    def describe_memory(self, memory: str, max_labels: int = 100_000) -> MemoryInfo:
-        """One memory's counts per kind and per label (most first), and its encoder."""
-        return self.memories.describe_memory(memory, max_labels)
-
-    def exemplar_file(self, memory: str, entry: str) -> Path:
-        """The stored image file of one exemplar entry."""
-        return self.memories.exemplar_file(memory, entry)
-
-    def exemplar_thumbnails(self, memory: str, candidates: Sequence[Candidate], **caps: int) -> list:
-        """(label, entry id, JPEG bytes) of each candidate's best stored exemplar, small and capped."""
-        return self.memories.exemplar_thumbnails(memory, candidates, **caps)
-
-    # -- retrieval, ranking, recognition, detection --------------------------------------------------
     @takes(RetrieveRequest)
     def retrieve(self, request: RetrieveRequest) -> RetrieveResult:
         """The k best distinct labels for an image, or for the region `box` of it."""
@@ -186,27 +171,10 @@ class RarTools:
         """`retrieve` for many boxes of one image, their CLIP views embedded in one batch."""
         return self.searching.retrieve_regions(request)
 
-    def retrieve_embedding(
-        self, memory: str, embedding: np.ndarray, k: int = 5, mode: RetrievalMode = "auto"
-    ) -> RetrieveResult:
-        """The k best distinct labels for a whole-image embedding made by the loaded encoder."""
-        return self.searching.retrieve_embedding(memory, embedding, k, mode)
-
     @takes(RankCandidatesRequest)
     def rank(self, request: RankCandidatesRequest) -> RankOutput:
         """Order candidate labels for an image, or for its region `box`, with the MLLM, best first."""
         return self.recognition.rank(request)
-
-    def rank_loaded(
-        self,
-        loaded: LoadedImage,
-        names: Sequence[str],
-        mode: RankMode = "score",
-        exemplar_memory: str | None = None,
-        icl: bool = False,
-    ) -> RankOutput:
-        """Rank already checked candidate names for a decoded whole image."""
-        return self.recognition.rank_loaded(loaded, names, mode, exemplar_memory, icl)
 
     @takes(RecognizeRequest, progress=True)
     def recognize(self, request: RecognizeRequest, progress=None) -> RecognizeResult:

@@ -14,8 +14,10 @@ from pydantic import BaseModel, BeforeValidator, Field
 from rar_tools import limits
 from rar_tools.limits import RankerView, RankMode, RetrievalMode
 from rar_tools.validation import (
+    check_boxes,
     check_confidence,
     check_k,
+    check_label,
     check_memory_name,
     check_ranker_view,
     check_views,
@@ -79,7 +81,12 @@ ImageArg = Annotated[
     IMAGE_SOURCE,
 ]
 Label = Annotated[
-    str, Field(min_length=1, max_length=limits.MAX_LABEL_CHARS, description="a class label, e.g. 'Blue Jay'")
+    str,
+    Field(min_length=1, max_length=limits.MAX_LABEL_CHARS, description="a class label, e.g. 'Blue Jay'"),
+    BeforeValidator(lambda value: check_label(value)),
+]
+DetectorQuery = Annotated[
+    str, Field(min_length=1, max_length=limits.MAX_LABEL_CHARS, description="a text query, e.g. 'a bird'")
 ]
 OptionalLevel = Annotated[str | None, Field(max_length=limits.MAX_LABEL_CHARS, description="optional coarser level")]
 Coordinates = Annotated[
@@ -117,6 +124,20 @@ class BoxFields(BaseModel):
     box: Annotated[Coordinates | None, Field(description="a region of the image to work on instead of all of it")] = (
         None
     )
+    box_normalized: Annotated[
+        bool, Field(description="box coordinates are fractions (0..1) of the image's width/height")
+    ] = False
+
+
+class BoxesFields(BaseModel):
+    """Many regions of one image."""
+
+    boxes: Annotated[
+        list[Coordinates],
+        Field(min_length=1, max_length=limits.MAX_BOXES, description="1-100 boxes"),
+        BeforeValidator(check_boxes),
+        Cli(flag="--box", repeat=True),
+    ]
     box_normalized: Annotated[
         bool, Field(description="box coordinates are fractions (0..1) of the image's width/height")
     ] = False

@@ -16,9 +16,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from rar_tools import limits
 from rar_tools.arguments import (
+    BoxesFields,
     BoxFields,
     Cli,
-    Coordinates,
+    DetectorQuery,
     ImageArg,
     K,
     Label,
@@ -38,7 +39,6 @@ from rar_tools.arguments import (
 )
 from rar_tools.errors import ImageInputError, MemoryStoreError, RarToolsError, RegionError
 from rar_tools.validation import (
-    check_boxes,
     check_candidates,
     check_detector_threshold,
     check_entry_ids,
@@ -100,6 +100,15 @@ class Request(BaseModel):
 
 
 # -- the operations --------------------------------------------------------------------------------
+class SearchFields(BaseModel):
+    """What a retrieval searches: a memory, for an image, k labels, by entry kind."""
+
+    memory: MemoryName
+    image: ImageArg
+    k: K = limits.DEFAULT_K
+    mode: RetrievalModeArg = "auto"
+
+
 class AddRequest(Request, BoxFields):
     """Store labelled exemplar images, or label texts, in a memory (created on first use).
 
@@ -155,7 +164,7 @@ class AddRequest(Request, BoxFields):
         return self
 
 
-class RetrieveRequest(Request, BoxFields, ViewFields, ThumbnailFields):
+class RetrieveRequest(Request, SearchFields, BoxFields, ViewFields, ThumbnailFields):
     """The k most similar distinct labels for an image or a region of it, with scores, supporting
     entries, and category/parent probabilities."""
 
@@ -163,31 +172,13 @@ class RetrieveRequest(Request, BoxFields, ViewFields, ThumbnailFields):
     error: ClassVar = MemoryStoreError
     models: ClassVar = frozenset({"encoder"})
 
-    memory: MemoryName
-    image: ImageArg
-    k: K = limits.DEFAULT_K
-    mode: RetrievalModeArg = "auto"
 
-
-class RetrieveRegionsRequest(Request, ViewFields):
+class RetrieveRegionsRequest(Request, SearchFields, BoxesFields, ViewFields):
     """`retrieve` for many boxes of one image (Python API only)."""
 
     positional: ClassVar = ("memory", "image", "boxes", "k", "mode")
     error: ClassVar = RegionError
     models: ClassVar = frozenset({"encoder"})
-
-    memory: MemoryName
-    image: ImageArg
-    boxes: Annotated[
-        list[Coordinates],
-        Field(min_length=1, max_length=limits.MAX_BOXES, description="1-100 boxes"),
-        BeforeValidator(check_boxes),
-    ]
-    k: K = limits.DEFAULT_K
-    mode: RetrievalModeArg = "auto"
-    box_normalized: Annotated[
-        bool, Field(description="box coordinates are fractions (0..1) of the image's width/height")
-    ] = False
 
 
 class RankCandidatesRequest(Request, BoxFields, RankerViewFields):
@@ -245,7 +236,7 @@ class RecognizeRequest(Request, RankingFields, BoxFields, ViewFields, RankerView
     retrieval_mode: RetrievalModeArg = "auto"
 
 
-class RecognizeRegionsRequest(Request, RankingFields, ViewFields, RankerViewFields):
+class RecognizeRegionsRequest(Request, BoxesFields, RankingFields, ViewFields, RankerViewFields):
     """Recognise many regions of one image in one call (CLIP work batched over all boxes and
     views), e.g. the boxes detect_objects proposed. One result per box, in order."""
 
@@ -255,21 +246,12 @@ class RecognizeRegionsRequest(Request, RankingFields, ViewFields, RankerViewFiel
 
     memory: MemoryName
     image: ImageArg
-    boxes: Annotated[
-        list[Coordinates],
-        Field(min_length=1, max_length=limits.MAX_BOXES, description="1-100 boxes"),
-        BeforeValidator(check_boxes),
-        Cli(flag="--box", repeat=True),
-    ]
     k: Annotated[
         int,
         Field(ge=1, le=limits.MAX_K, description="candidates to retrieve and rank per box"),
         BeforeValidator(check_k_value),
     ] = limits.DEFAULT_K
     retrieval_mode: RetrievalModeArg = "auto"
-    box_normalized: Annotated[
-        bool, Field(description="box coordinates are fractions (0..1) of the image's width/height")
-    ] = False
 
 
 class DetectRequest(Request):
@@ -282,7 +264,7 @@ class DetectRequest(Request):
 
     image: ImageArg
     queries: Annotated[
-        list[Label],
+        list[DetectorQuery],
         Field(
             min_length=1,
             max_length=limits.MAX_QUERIES,

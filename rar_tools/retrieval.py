@@ -322,36 +322,6 @@ class Retriever:
         return region_mode(self.store, memory, mode)
 
 
-def retrieve_labels(
-    store: SearchableMemory,
-    memory: str,
-    identity: EncoderIdentity,
-    embedding: np.ndarray,
-    k: int = 5,
-    mode: RetrievalMode = "auto",
-    how: LabelScore = "max",
-    scale: float = 1.0,
-    kinds: Sequence[EntryKind] | None = None,
-) -> Retrieval:
-    """`Retriever.retrieve` once, learning no width for later searches (hold a `Retriever` for that)."""
-    return Retriever(store).retrieve(memory, identity, embedding, k, mode, how, scale, kinds)
-
-
-def retrieve_labels_fused(
-    store: SearchableMemory,
-    memory: str,
-    identity: EncoderIdentity,
-    embeddings: np.ndarray,
-    weights: Sequence[float],
-    k: int = 5,
-    mode: RetrievalMode = "auto",
-    how: LabelScore = "max",
-    kinds: Sequence[EntryKind] | None = None,
-) -> Retrieval:
-    """`Retriever.retrieve_fused` once (see `retrieve_labels`)."""
-    return Retriever(store).retrieve_fused(memory, identity, embeddings, weights, k, mode, how, kinds)
-
-
 def region_mode(store: SearchableMemory, memory: str, mode: RetrievalMode) -> RetrievalMode:
     """The search mode for a region: `auto` means label texts when the memory holds any (RAR
     retrieves regions image-to-text: crops are small and weak image-to-image queries), else images."""

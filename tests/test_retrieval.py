@@ -12,7 +12,7 @@ from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.errors import MemoryStoreError
 from rar_tools.memory import MemoryStore, NewEntry
-from rar_tools.retrieval import Retriever, region_mode, retrieve_labels, retrieve_labels_fused
+from rar_tools.retrieval import Retriever, region_mode
 
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=8)
 
@@ -52,7 +52,7 @@ def crowded_store(tmp_path: Path, make_store) -> tuple[MemoryStore, np.ndarray]:
 
 def test_k_distinct_labels_even_when_one_label_floods_the_neighbours(crowded_store) -> None:
     store, query = crowded_store
-    result = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
+    result = Retriever(store).retrieve("m", IDENTITY, query, k=5, mode="image")
     labels = [c.label for c in result.candidates]
     assert len(labels) == 5 == len(set(labels))
     assert labels[0] == "crowd"
@@ -65,7 +65,7 @@ def test_labels_past_the_widest_neighbour_list_are_found_with_filters(
 ) -> None:
     store, query = crowded_store
     monkeypatch.setattr(retrieval, "WIDEST", 64)  # the 100 "crowd" exemplars fill every unfiltered list
-    labels = [c.label for c in retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image").candidates]
+    labels = [c.label for c in Retriever(store).retrieve("m", IDENTITY, query, k=5, mode="image").candidates]
     assert len(set(labels)) == 5 and labels[0] == "crowd"
 
 
@@ -73,7 +73,7 @@ def test_candidates_carry_the_category_and_parent_of_their_best_entry(tmp_path: 
     store = make_store(tmp_path)
     query = unit(np.eye(8)[0])
     store.add("m", IDENTITY, [NewEntry("gull", "text", "t", query, category="larus", parent="seabird")])
-    (candidate,) = retrieve_labels(store, "m", IDENTITY, query, k=1, mode="text").candidates
+    (candidate,) = Retriever(store).retrieve("m", IDENTITY, query, k=1, mode="text").candidates
     assert (candidate.category, candidate.parent) == ("larus", "seabird")
 
 
@@ -130,26 +130,26 @@ def test_a_dropped_memory_made_again_starts_narrow(crowded_store) -> None:
 
 def test_candidates_are_ordered_by_score(crowded_store) -> None:
     store, query = crowded_store
-    scores = [c.score for c in retrieve_labels(store, "m", IDENTITY, query, k=8, mode="image").candidates]
+    scores = [c.score for c in Retriever(store).retrieve("m", IDENTITY, query, k=8, mode="image").candidates]
     assert scores == sorted(scores, reverse=True)
 
 
 def test_probabilities_over_returned_candidates_sum_to_one(crowded_store) -> None:
     store, query = crowded_store
-    result = retrieve_labels(store, "m", IDENTITY, query, k=4, mode="image")
+    result = Retriever(store).retrieve("m", IDENTITY, query, k=4, mode="image")
     assert sum(c.probability for c in result.candidates) == pytest.approx(1.0)
 
 
 def test_fewer_labels_than_k_gives_all_of_them_and_a_note(crowded_store) -> None:
     store, query = crowded_store
-    result = retrieve_labels(store, "m", IDENTITY, query, k=20, mode="image")
+    result = Retriever(store).retrieve("m", IDENTITY, query, k=20, mode="image")
     assert len(result.candidates) == 10
     assert "holds only 10 distinct label(s)" in result.note
 
 
 def test_mode_without_matching_entries_returns_nothing_and_says_why(crowded_store) -> None:
     store, query = crowded_store
-    result = retrieve_labels(store, "m", IDENTITY, query, k=3, mode="text")
+    result = Retriever(store).retrieve("m", IDENTITY, query, k=3, mode="text")
     assert result.candidates == [] and "holds no label texts" in result.note
 
 
@@ -163,8 +163,8 @@ def test_sum_of_top_three_rewards_well_supported_labels(tmp_path: Path, make_sto
         [NewEntry("single", "image", "s", near_single)]
         + image_entries("triple", unit(query + 0.45 * np.eye(8)[2]), 3, np.random.default_rng(1)),
     )
-    best = retrieve_labels(store, "m", IDENTITY, query, k=2, mode="image", how="max").candidates
-    summed = retrieve_labels(store, "m", IDENTITY, query, k=2, mode="image", how="sum-top3").candidates
+    best = Retriever(store).retrieve("m", IDENTITY, query, k=2, mode="image", how="max").candidates
+    summed = Retriever(store).retrieve("m", IDENTITY, query, k=2, mode="image", how="sum-top3").candidates
     assert best[0].label == "single" and summed[0].label == "triple"
 
 
@@ -177,7 +177,7 @@ def test_auto_mode_fuses_images_and_texts(tmp_path: Path, make_store) -> None:
         image_entries("seen", query, 2, np.random.default_rng(0))
         + [NewEntry("named", "text", "t", unit(query + 0.2 * np.eye(8)[3]))],
     )
-    result = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="auto")
+    result = Retriever(store).retrieve("m", IDENTITY, query, k=5, mode="auto")
     assert result.kinds == ["image", "text"]
     by_label = {c.label: c for c in result.candidates}
     assert by_label["seen"].image_similarity is not None and by_label["seen"].text_similarity is None
@@ -254,7 +254,7 @@ def test_fused_views_score_labels_by_the_weighted_sum_of_similarities(text_store
     rng = np.random.default_rng(6)
     views = np.stack([unit(rng.normal(size=8)) for _ in range(3)])
     weights = [0.5, 0.3, 0.2]
-    result = retrieve_labels_fused(text_store, "m", IDENTITY, views, weights, k=8, mode="text")
+    result = Retriever(text_store).retrieve_fused("m", IDENTITY, views, weights, k=8, mode="text")
     texts = text_store.index.get("m").get(include=["embeddings", "metadatas"])
     expected = {m["label"]: float(np.dot(weights, views @ e)) for e, m in zip(texts["embeddings"], texts["metadatas"])}
     assert [c.label for c in result.candidates] == sorted(expected, key=expected.get, reverse=True)
@@ -264,8 +264,8 @@ def test_fused_views_score_labels_by_the_weighted_sum_of_similarities(text_store
 
 def test_one_view_is_plain_retrieval(text_store: MemoryStore) -> None:
     query = unit(np.arange(8.0))
-    fused = retrieve_labels_fused(text_store, "m", IDENTITY, query[None], [1.0], k=4, mode="text")
-    plain = retrieve_labels(text_store, "m", IDENTITY, query, k=4, mode="text")
+    fused = Retriever(text_store).retrieve_fused("m", IDENTITY, query[None], [1.0], k=4, mode="text")
+    plain = Retriever(text_store).retrieve("m", IDENTITY, query, k=4, mode="text")
     assert [(c.label, round(c.score, 5)) for c in fused.candidates] == [
         (c.label, round(c.score, 5)) for c in plain.candidates
     ]
@@ -281,7 +281,7 @@ def test_regions_search_label_texts_in_auto_mode_when_there_are_any(crowded_stor
 
 def test_restricting_candidates_renormalises_their_probabilities(crowded_store) -> None:
     store, query = crowded_store
-    result = retrieve_labels(store, "m", IDENTITY, query, k=5, mode="image")
+    result = Retriever(store).retrieve("m", IDENTITY, query, k=5, mode="image")
     kept = result.restricted([3, 1])
     assert [c.label for c in kept.candidates] == [result.candidates[1].label, result.candidates[3].label]
     assert sum(c.probability for c in kept.candidates) == pytest.approx(1.0)

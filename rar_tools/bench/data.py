@@ -13,8 +13,8 @@ EXEMPLAR_COSINE = 0.7  # cosine of an exemplar to its label's centre, as with re
 LABELS_PER_GROUP = 20  # labels per group of look-alikes (species of one genus, say)
 
 # Label names for the encode and rank sections: bird species, as a fine-grained memory would hold.
-# The same names the tiny test ranker's tokenizer is trained on, so the tiny model tokenises them as
-# compactly as a real tokenizer would (bench keeps its own copy: production code imports no test code).
+# The tiny test ranker's tokenizer is trained on these names (testing.tiny_mllm takes them from here),
+# so the tiny model tokenises them as compactly as a real tokenizer would.
 LABEL_NAMES = (
     "house sparrow",
     "song sparrow",

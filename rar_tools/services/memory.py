@@ -192,7 +192,7 @@ class MemoryService:
         self, memory: str, candidates: Sequence[Candidate], max_side: int = 128, max_total_bytes: int = 400_000
     ) -> list[tuple[str, str, bytes]]:
         """(label, entry id, JPEG bytes) of each candidate's best stored exemplar, small and capped in total."""
-        from rar_tools.memory import thumbnail_jpeg
+        from rar_tools.memory.files import thumbnail_jpeg
 
         thumbs: list[tuple[str, str, bytes]] = []
         total = 0
