@@ -242,3 +242,13 @@ def http_server(tmp_path: Path, clip_model: str) -> Iterator[Callable[..., str]]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=30)
+
+
+MODEL_FIXTURES = frozenset({"tiny_models_dir", "clip_model"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that load tiny checkpoints `models`, so `-m "not models"` runs the fast rest."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
+
 import pytest
 
-from rar_tools.ranking.parsing import FUZZY_THRESHOLD, ParsedRanking, normalise, parse_ranking
+from rar_tools.ranking.base import RankedLabel, RankResult
+from rar_tools.ranking.parsing import (
+    FUZZY_THRESHOLD,
+    MAX_FUZZY_CHARS,
+    MAX_LITERAL_CHARS,
+    ParsedRanking,
+    generated_ranking,
+    normalise,
+    parse_ranking,
+    rank_weights,
+)
 from rar_tools.ranking.prompts import format_names
 
 BIRDS = ("Blue Jay", "Northern Cardinal", "Anna's Hummingbird", "American Robin")
@@ -232,9 +244,100 @@ def test_containment_prefers_the_longest_nested_name():
     assert parsed.order == ["Blue Jay", "Jay"]
 
 
-def test_fuzzy_threshold_is_documented_value():
-    assert FUZZY_THRESHOLD == 0.85
-    assert normalise("  '1. Blue_Jay.'  ") == "blue jay"
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("  '1. Blue_Jay.'  ", "blue jay"),
+        ("Northern-Cardinal", "northern cardinal"),
+        ("1. `Blue Jay`", "blue jay"),
+        ("- **Blue Jay**", "blue jay"),
+        ("(2) American   Robin:", "american robin"),
+        ("\uff21nna\u2019s Hummingbird!", "anna's hummingbird"),
+    ],
+)
+def test_normalise_gives_the_form_names_are_compared_in(name: str, key: str):
+    assert normalise(name) == key
+
+
+def test_a_name_exactly_at_the_fuzzy_threshold_is_matched():
+    # 17 shared letters of 17 + 23: ratio 34 / 40, exactly the threshold
+    assert difflib.SequenceMatcher(None, "northern cardinal", "northern cardinal, male").ratio() == FUZZY_THRESHOLD
+    parsed = parse_ranking("['Northern Cardinal']", ("Blue Jay", "Northern Cardinal, male"))
+    assert (parsed.order, parsed.matched) == (["Northern Cardinal, male", "Blue Jay"], 1)
+
+
+def test_a_name_just_under_the_fuzzy_threshold_is_not_matched():
+    # one letter more: 34 / 41 = 0.83
+    parsed = parse_ranking("['Northern Cardinal']", ("Blue Jay", "Northern Cardinal, males"))
+    assert (parsed.order, parsed.fallback) == (["Blue Jay", "Northern Cardinal, males"], "full")
+
+
+LONG_LABEL = ("a goat holding flowers in a meadow at dusk, " * 10)[:MAX_FUZZY_CHARS]
+
+
+def test_a_long_misspelt_label_is_matched_up_to_the_fuzzy_length_limit():
+    misspelt = "X" + LONG_LABEL[1:]  # its first letter wrong: no common prefix to start from
+    assert len(misspelt) == MAX_FUZZY_CHARS
+    parsed = parse_ranking(f"['{misspelt}']", ("Blue Jay", LONG_LABEL))
+    assert (parsed.order, parsed.matched) == ([LONG_LABEL, "Blue Jay"], 1)
+
+
+def test_names_over_the_fuzzy_length_limit_are_not_compared():
+    parsed = parse_ranking(f"['{LONG_LABEL}X']", ("Blue Jay", LONG_LABEL))
+    assert parsed.fallback == "full"
+
+
+DUCKS = ("Mallard [female]", "Mallard [male]", "Wood Duck")
+
+
+def padded_literal(length: int) -> str:
+    """A valid list literal of `length` characters naming 'Mallard [male]' and 'Wood Duck'."""
+    head, tail = "['Mallard [male]', 'Wood Duck', '", "']"
+    return head + "x" * (length - len(head) - len(tail)) + tail
+
+
+def test_a_literal_up_to_the_literal_limit_is_evaluated():
+    text = padded_literal(MAX_LITERAL_CHARS + 1)  # its `]` at MAX_LITERAL_CHARS past its `[`
+    assert parse_ranking(text, DUCKS).order == ["Mallard [male]", "Wood Duck", "Mallard [female]"]
+
+
+def test_a_literal_after_long_reasoning_is_evaluated():
+    text = "Let me compare the plumage. " * 2_000 + padded_literal(100)
+    assert parse_ranking(text, DUCKS).order == ["Mallard [male]", "Wood Duck", "Mallard [female]"]
+
+
+def test_a_longer_literal_is_split_at_its_first_bracket_instead():
+    text = padded_literal(MAX_LITERAL_CHARS + 2)
+    assert parse_ranking(text, DUCKS).order == ["Mallard [male]", "Mallard [female]", "Wood Duck"]
+
+
+def test_an_answer_that_is_not_text_falls_back_to_the_given_order():
+    assert parse_ranking(None, BIRDS) == ParsedRanking(order=list(BIRDS), fallback="full", matched=0)  # type: ignore[arg-type]
+
+
+def test_rank_weights_are_one_over_rank_normalised():
+    assert rank_weights(1) == [1.0]
+    assert rank_weights(4) == pytest.approx([12 / 25, 6 / 25, 4 / 25, 3 / 25])  # 1, 1/2, 1/3, 1/4 over 25/12
+
+
+def test_generated_ranking_reports_the_callers_spelling_with_rank_weights():
+    result = generated_ranking(
+        "['Northern Cardinal', 'Blue Jay']",
+        names=["Blue Jay", "Northern Cardinal", "American Robin"],
+        candidates=["blue_jay ", "Northern_Cardinal", "american robin"],
+        timings={"generate_s": 0.5},
+    )
+    assert result == RankResult(
+        ranked=[
+            RankedLabel("Northern_Cardinal", pytest.approx(6 / 11)),
+            RankedLabel("blue_jay ", pytest.approx(3 / 11)),
+            RankedLabel("american robin", pytest.approx(2 / 11)),
+        ],
+        mode="generate",
+        fallback="partial",
+        raw_text="['Northern Cardinal', 'Blue Jay']",
+        timings={"generate_s": 0.5},
+    )
 
 
 def test_huge_garbage_is_bounded_and_safe():
