@@ -21,7 +21,7 @@ from rar_tools.errors import ImageInputError, describe
 from rar_tools.memory.files import PARTIAL_PREFIX, store_image, stored_image_path  # noqa: F401 (moved; re-exported)
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.I)
-BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=_-]+$")
+BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=_\-\r\n]+$")  # line breaks: base64 wrapped at 76 letters
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
