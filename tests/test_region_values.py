@@ -78,17 +78,35 @@ def test_a_box_of_exactly_the_minimum_side_is_kept() -> None:
 
 
 @pytest.mark.parametrize(
-    ("box", "measured"), [([10, 10, 13.9, 14], "3.9x4"), ([10, 10, 14, 13.5], "4x3.5"), ([398, 0, 420, 50], "2x50")]
+    ("box", "measured"),
+    [
+        ([10, 10, 13.9, 14], "3.9x4"),
+        ([10, 10, 14, 13.5], "4x3.5"),
+        ([399, 0, 420, 50], "1x50"),
+        ([0, 299, 50, 350], "50x1"),
+    ],
 )
 def test_a_box_under_the_minimum_side_is_refused_with_its_size(box: list[float], measured: str) -> None:
     with pytest.raises(RegionError, match=f"is {measured} pixels inside the 400x300 image; the minimum is 4 pixels"):
         check_box(box, SIZE)
 
 
-@pytest.mark.parametrize("box", ["0,0,10,10", {"x1": 0}, (1, 2, 3, 4, 5)])
+@pytest.mark.parametrize("box", ["0,0,10,10", "1234", {"x1": 0}, (1, 2, 3, 4, 5)])
 def test_a_box_that_is_not_four_numbers_is_refused(box: object) -> None:
     with pytest.raises(RegionError, match=r"^a box is 4 numbers \(x1, y1, x2, y2\), got "):
         check_box(box, SIZE)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("box", [[50, 50, 50, 80], [50, 50, 80, 50]])
+def test_a_box_without_width_or_height_has_no_area(box: list[float]) -> None:
+    with pytest.raises(RegionError, match="has no area"):
+        check_box(box, SIZE)
+
+
+@pytest.mark.parametrize("box", [[400, 10, 450, 50], [10, 300, 50, 350]])
+def test_a_box_touching_the_image_from_outside_lies_outside(box: list[float]) -> None:
+    with pytest.raises(RegionError, match="lies outside the 400x300 image"):
+        check_box(box, SIZE)
 
 
 def test_an_infinite_coordinate_is_refused() -> None:
@@ -112,6 +130,7 @@ def test_adaptive_margin_is_a_tenth_over_the_root_of_the_area_share(box: Box, ma
         (Box(370, 270, 400, 300), 0.5, Frame(340, 240, 60)),
         (Box(0, 0, 400, 300), 0.1, Frame(-40, -90, 480)),  # larger than the image: centred on it
         (Box(5, 5, 5.5, 5.5), 0.0, Frame(5, 5, 1)),
+        (Box(0, 100, 200, 300), 0.25, Frame(0, 0, 300)),  # exactly the image's height: no room to move
     ],
 )
 def test_square_frame_values(box: Box, margin: float, frame: Frame) -> None:
@@ -222,10 +241,22 @@ def test_the_ellipse_passes_through_the_box_corners() -> None:
     assert red[79:82, 69:72].any() and red[118:121, 128:131].any()  # at the box's corners
 
 
-@pytest.mark.parametrize(("width", "line"), [(200, 2), (450, 3), (600, 4)])
+@pytest.mark.parametrize(("width", "line"), [(200, 2), (376, 3), (600, 4)])  # max side / 150, at least 2
 def test_the_ellipse_line_grows_with_the_image(width: int, line: int) -> None:
     red = red_pixels(draw_ellipse(Image.new("RGB", (width, 200), (128, 128, 128)), Box(70, 80, 130, 120)))
     assert list(np.nonzero(red[100])[0]) == list(range(57, 57 + line)) + list(range(143 - line, 143))
+
+
+def test_an_unknown_prompt_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(RegionError, match="^unknown visual prompt 'glow'; use one of ellipse, blur, grey$"):
+        prompted_view(stripes(), SQUARE, "glow")  # type: ignore[arg-type]
+
+
+def test_views_default_to_a_224_square_blurred_with_sigma_4() -> None:
+    view, inner = context_view(stripes(), SQUARE, 224)
+    expected = np.asarray(blur_outside(view, inner, 4.0))
+    assert np.array_equal(np.asarray(rar_crop(stripes(), SQUARE)), expected)
+    assert np.array_equal(np.asarray(prompted_view(stripes(), SQUARE, "blur")), expected)
 
 
 def test_view_weights_share_the_rest_equally() -> None:
