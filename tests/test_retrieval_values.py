@@ -192,3 +192,8 @@ def test_fused_similarities_are_scaled_by_the_length_of_the_weighted_sum(store: 
     assert [c.image_similarity for c in half.candidates] == pytest.approx([0.25, 0.25 - LOG2 / 2], abs=1e-5)
     odds = math.sqrt(2)  # the halved gap gives odds e^(ln 2 / 2) = sqrt 2 : 1
     assert [c.probability for c in half.candidates] == pytest.approx([odds / (1 + odds), 1 / (1 + odds)], abs=1e-4)
+
+
+def test_kinds_given_by_the_caller_are_the_kinds_searched(mixed_store: MemoryStore) -> None:
+    result = Retriever(mixed_store).retrieve("m", IDENTITY, QUERY, k=3, mode="auto", kinds=["text"])
+    assert (result.kinds, [c.label for c in result.candidates]) == (["text"], ["both", "named"])
