@@ -174,14 +174,13 @@ def candidates_for_kind(hits_by_label: dict[str, list[Hit]], kind: EntryKind, ho
 def fuse(per_kind: dict[EntryKind, list[LabelCandidate]]) -> list[LabelCandidate]:
     """Average the per-kind probabilities (a label missing from one kind counts 0 there)."""
     fused: dict[str, LabelCandidate] = {}
-    for candidates in per_kind.values():
+    for kind, candidates in per_kind.items():
         for c in candidates:
             into = fused.setdefault(c.label, LabelCandidate(label=c.label, score=0.0))
             into.score += c.probability / len(per_kind)
             into.support += c.support
             into.entry_ids += c.entry_ids
-            into.image_similarity = into.image_similarity if c.image_similarity is None else c.image_similarity
-            into.text_similarity = into.text_similarity if c.text_similarity is None else c.text_similarity
+            setattr(into, f"{kind}_similarity", getattr(c, f"{kind}_similarity"))
     return sorted(fused.values(), key=lambda c: c.score, reverse=True)
 
 

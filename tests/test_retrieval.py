@@ -69,6 +69,25 @@ def test_labels_past_the_widest_neighbour_list_are_found_with_filters(
     assert len(set(labels)) == 5 and labels[0] == "crowd"
 
 
+def test_filtered_searches_go_on_while_a_full_list_brings_no_new_label(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retrieval, "WIDEST", 64)
+    rng, query = np.random.default_rng(2), unit(np.eye(8)[0])
+    store = MemoryStore(tmp_path)
+    store.add(
+        "m",
+        IDENTITY,
+        image_entries("a", query, 100, rng)  # cosine about 0.99: fills the unfiltered list
+        + image_entries("b", unit(query + 0.75 * np.eye(8)[1]), 100, rng)  # 0.8: fills the first filtered one
+        + image_entries("c", unit(query + 1.7 * np.eye(8)[2]), 1, rng),  # 0.5
+    )
+    spy = WidthSpy(store)
+    labels = [c.label for c in Retriever(spy).retrieve("m", IDENTITY, query, k=3, mode="image").candidates]
+    assert labels == ["a", "b", "c"]
+    assert spy.excluded == [["a"], ["a", "b"]]  # and none once the third label is found
+
+
 def test_candidates_carry_the_category_and_parent_of_their_best_entry(tmp_path: Path, make_store) -> None:
     store = make_store(tmp_path)
     query = unit(np.eye(8)[0])
@@ -90,10 +109,11 @@ def test_the_width_a_crowded_memory_needed_is_where_later_searches_start(crowded
 
 
 class WidthSpy:
-    """A store whose `nearest` records the neighbour-list width each search asked for."""
+    """A store whose `nearest` records the neighbour-list width each search asked for, and whose
+    `nearest_excluding` records the labels each filtered search left out."""
 
     def __init__(self, store: MemoryStore) -> None:
-        self.store, self.asked = store, []
+        self.store, self.asked, self.excluded = store, [], []
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.store, name)
@@ -101,6 +121,10 @@ class WidthSpy:
     def nearest(self, name: str, identity: EncoderIdentity, embedding: np.ndarray, n: int) -> list:
         self.asked.append(n)
         return self.store.nearest(name, identity, embedding, n)
+
+    def nearest_excluding(self, name: str, identity: EncoderIdentity, embedding: np.ndarray, kind, n, exclude_labels):
+        self.excluded.append(list(exclude_labels))
+        return self.store.nearest_excluding(name, identity, embedding, kind, n, exclude_labels)
 
 
 def test_retrieval_after_a_removal_starts_from_a_narrow_width_again(crowded_store) -> None:

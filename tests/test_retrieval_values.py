@@ -176,13 +176,13 @@ def test_fused_views_are_the_unit_direction_of_the_weighted_sum_and_its_length()
 
 
 def test_views_that_cancel_out_are_refused() -> None:
-    with pytest.raises(ValueError, match="cancel out"):
+    with pytest.raises(ValueError, match="^the weighted view embeddings cancel out; give positive weights$"):
         fuse_views(np.array([[1.0, 0.0], [-1.0, 0.0]]), [0.5, 0.5])
 
 
 def test_one_weight_per_view_is_required(store: MemoryStore) -> None:
     store.add("m", IDENTITY, entries("image", [("a", 0.5)]))
-    with pytest.raises(ValueError, match="one weight per view"):
+    with pytest.raises(ValueError, match="^give one weight per view embedding$"):
         Retriever(store).retrieve_fused("m", IDENTITY, np.stack([QUERY, QUERY]), [1.0], k=1)
 
 
@@ -197,3 +197,35 @@ def test_fused_similarities_are_scaled_by_the_length_of_the_weighted_sum(store: 
 def test_kinds_given_by_the_caller_are_the_kinds_searched(mixed_store: MemoryStore) -> None:
     result = Retriever(mixed_store).retrieve("m", IDENTITY, QUERY, k=3, mode="auto", kinds=["text"])
     assert (result.kinds, [c.label for c in result.candidates]) == (["text"], ["both", "named"])
+
+
+def test_restricting_keeps_the_kinds_and_the_note(store: MemoryStore) -> None:
+    store.add("m", IDENTITY, entries("image", [("a", 0.5), ("b", 0.5 - LOG3), ("c", 0.1)]))
+    kept = Retriever(store).retrieve("m", IDENTITY, QUERY, k=5, mode="image").restricted([1, 0])
+    assert (kept.kinds, kept.note) == (
+        ["image"],
+        "memory 'm' holds only 3 distinct label(s) for mode 'image'; asked for k=5",
+    )
+    assert [c.probability for c in kept.candidates] == pytest.approx([0.75, 0.25], abs=1e-4)
+
+
+def test_fused_retrieval_defaults_to_five_labels_scored_by_their_best_exemplar(store: MemoryStore) -> None:
+    store.add(
+        "m", IDENTITY, entries("image", [("a", 0.5), ("a", 0.45)] + [(f"l{i}", 0.3 - 0.01 * i) for i in range(6)])
+    )
+    retriever = Retriever(store)
+    best = retriever.retrieve_fused("m", IDENTITY, QUERY[None], [1.0])
+    assert [c.label for c in best.candidates] == ["a", "l0", "l1", "l2", "l3"]
+    assert best.candidates[0].score == pytest.approx(0.5, abs=1e-5)
+    summed = retriever.retrieve_fused("m", IDENTITY, QUERY[None], [1.0], how="sum-top3")
+    assert summed.candidates[0].score == pytest.approx(0.95, abs=1e-5)
+
+
+def test_fused_retrieval_searches_the_kinds_given(mixed_store: MemoryStore) -> None:
+    result = Retriever(mixed_store).retrieve_fused("m", IDENTITY, QUERY[None], [1.0], k=3, kinds=["text"])
+    assert (result.kinds, [c.label for c in result.candidates]) == (["text"], ["both", "named"])
+
+
+def test_the_retriever_gives_the_region_mode_of_its_store(mixed_store: MemoryStore) -> None:
+    retriever = Retriever(mixed_store)
+    assert (retriever.region_mode("m", "auto"), retriever.region_mode("m", "image")) == ("text", "image")
