@@ -84,20 +84,20 @@ def nearest_hits_by_label(
     embedding: np.ndarray,
     kinds: Sequence[EntryKind],
     k: int,
-    start_width: int = FIRST_WIDTH,
+    start_width: int,
 ) -> tuple[dict[EntryKind, dict[str, list[Hit]]], int]:
     """Neighbours grouped by kind and label, until each of `kinds` has k labels or the memory has no
     more; and the neighbour-list width that took.
 
     Many exemplars of one label can fill a whole neighbour list, so the list is widened (64, 256,
-    1024, 4096 neighbours) from `start_width` (a `Retriever` starts where the memory needed before,
-    so a support count can grow with a memory's history). The list is never filtered: a Chroma
+    1024, 4096 neighbours) from `start_width` (`Retriever.width`: at least 64 and 4k, and where the
+    memory needed before, so a support count can grow with a memory's history). The list is never filtered: a Chroma
     metadata filter scans every entry, which cost 0.1-0.3 s per query at 100k entries. In a
     nearest-first list, the first k distinct labels are exactly the k labels with the best
     similarity. A kind still short at 4096 (a memory with fewer labels than k, or a kind far
     outnumbered) goes on with filtered queries that exclude the labels found.
     """
-    n = max(FIRST_WIDTH, 4 * k, start_width)
+    n = start_width
     while True:
         hits = store.nearest(memory, identity, embedding, n)
         found = {kind: group_by_label(h for h in hits if h.kind == kind) for kind in kinds}
@@ -286,7 +286,7 @@ class Retriever:
             start = self._width(memory, k, generation)
             found, width = nearest_hits_by_label(self.store, memory, identity, embedding, kinds, k, start)
             self._learn_width(memory, k, generation, width)
-        candidates = ranked_candidates(found, k, how, scale) if found else []
+        candidates = ranked_candidates(found, k, how, scale)
         add_levels(self.store, memory, candidates)
         return Retrieval(candidates=candidates, kinds=kinds, note=shortfall_note(memory, mode, kinds, candidates, k))
 

@@ -175,6 +175,36 @@ def test_widths_of_an_older_generation_are_dropped(crowded_store) -> None:
     assert retriever.widths == {("m", 5, store.generation("m")): 256} and store.generation("m") != before
 
 
+def test_a_search_for_many_labels_starts_at_four_neighbours_per_label(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    store.add("m", IDENTITY, [NewEntry(f"l{i}", "text", f"t{i}", unit(np.eye(8)[i % 8] + 0.01 * i)) for i in range(30)])
+    spy = WidthSpy(store)
+    retriever = Retriever(spy)
+    assert len(retriever.retrieve("m", IDENTITY, unit(np.eye(8)[0]), k=20).candidates) == 20
+    assert spy.asked == [80] and retriever.widths == {}  # 4 x 20; the first width needs no remembering
+
+
+def test_a_full_list_holding_exactly_k_labels_is_enough(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    near = [NewEntry("a", "text", f"a{i}", unit(np.eye(8)[0] + 0.01 * np.eye(8)[1 + i % 7])) for i in range(35)]
+    far = [NewEntry("b", "text", f"b{i}", unit(np.eye(8)[0] + 0.5 * np.eye(8)[1 + i % 7])) for i in range(35)]
+    store.add("m", IDENTITY, near + far)
+    spy = WidthSpy(store)
+    assert [c.label for c in Retriever(spy).retrieve("m", IDENTITY, unit(np.eye(8)[0]), k=2).candidates] == ["a", "b"]
+    assert spy.asked == [64]
+
+
+def test_a_width_learned_for_one_memory_survives_another_memorys_search(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    for name in ("m", "n"):
+        store.add(name, IDENTITY, one_label_texts(64) + [NewEntry("gone", "text", "g", unit(np.ones(8)))])
+    store.remove("m", label="gone")  # m's generation moves on, n's does not
+    retriever, query = Retriever(store), unit(np.eye(8)[0])
+    retriever.retrieve("m", IDENTITY, query, k=2)
+    retriever.retrieve("n", IDENTITY, query, k=3)
+    assert set(retriever.widths) == {("m", 2, store.generation("m")), ("n", 3, store.generation("n"))}
+
+
 def test_a_dropped_memory_made_again_starts_narrow(crowded_store) -> None:
     store, query = crowded_store
     retriever = Retriever(store)

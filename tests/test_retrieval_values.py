@@ -55,12 +55,17 @@ def test_probabilities_are_a_softmax_of_one_hundred_times_the_scores(store: Memo
 
 
 def test_probabilities_are_over_the_k_returned_labels(store: MemoryStore) -> None:
-    store.add("m", IDENTITY, entries("image", [("a", 0.5), ("b", 0.5 - LOG3), ("c", 0.1)]))
+    store.add("m", IDENTITY, entries("image", [("a", 0.5), ("b", 0.5 - LOG2), ("c", 0.5 - LOG4)]))
     result = Retriever(store).retrieve("m", IDENTITY, QUERY, k=2, mode="image")
     assert [(c.label, c.probability) for c in result.candidates] == [
-        ("a", pytest.approx(0.75, abs=1e-4)),
-        ("b", pytest.approx(0.25, abs=1e-4)),
+        ("a", pytest.approx(2 / 3, abs=1e-4)),  # odds 4 : 2, renormalised without c's 1
+        ("b", pytest.approx(1 / 3, abs=1e-4)),
     ]
+
+
+def test_retrieval_gives_five_labels_unless_told(store: MemoryStore) -> None:
+    store.add("m", IDENTITY, entries("text", [(f"l{i}", 0.5 - 0.01 * i) for i in range(7)]))
+    assert [c.label for c in Retriever(store).retrieve("m", IDENTITY, QUERY).candidates] == [f"l{i}" for i in range(5)]
 
 
 def test_sum_of_top_three_adds_the_three_best_of_many_exemplars(store: MemoryStore) -> None:
@@ -184,6 +189,12 @@ def test_one_weight_per_view_is_required(store: MemoryStore) -> None:
     store.add("m", IDENTITY, entries("image", [("a", 0.5)]))
     with pytest.raises(ValueError, match="^give one weight per view embedding$"):
         Retriever(store).retrieve_fused("m", IDENTITY, np.stack([QUERY, QUERY]), [1.0], k=1)
+
+
+def test_fused_similarities_can_grow_past_one(store: MemoryStore) -> None:
+    store.add("m", IDENTITY, entries("image", [("a", 0.5)]))
+    doubled = Retriever(store).retrieve_fused("m", IDENTITY, np.stack([QUERY, QUERY]), [1.0, 1.0], k=1)
+    assert doubled.candidates[0].image_similarity == pytest.approx(1.0, abs=1e-5)  # 1 x 0.5 + 1 x 0.5
 
 
 def test_fused_similarities_are_scaled_by_the_length_of_the_weighted_sum(store: MemoryStore) -> None:
