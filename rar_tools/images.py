@@ -102,7 +102,7 @@ def read_file(source: str, limits: ImageLimits) -> tuple[bytes, str]:
     except FileNotFoundError as exc:
         raise ImageInputError(f"image file {shown} does not exist") from exc
     except (OSError, ValueError) as exc:  # permissions, over-long names, NUL characters
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise ImageInputError(f"image file {shown} cannot be read: {reason}") from exc
     if len(data) > limits.max_bytes:
         raise ImageInputError(f"image file {shown} grew past the limit of {limits.max_bytes} bytes while read")

@@ -7,6 +7,7 @@ the image, so no stretching) and resized, which keeps CLIP's centre crop from cu
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -227,23 +228,25 @@ def dct_matrix(n: int) -> np.ndarray:
     return matrix
 
 
-def perceptual_hash(image: Image.Image, basis: np.ndarray | None = None) -> np.ndarray:
+def perceptual_hash(image: Image.Image) -> np.ndarray:
     """64-bit pHash: grey, 224x224, 2-D DCT, the top-left 8x8 (lowest) frequencies, bit = above their median.
 
     The median, as in the usual pHash (imagehash), not the mean: the DC coefficient (224 times the mean
     grey) dwarfs the others, so above-the-mean leaves nearly every bit 0 and views hard to tell apart
     (on a smooth test image its mirror image differed in 5 bits of 64 with the mean, 36 with the median).
-    `basis` (`hash_basis()`) may be passed in when hashing many views.
     """
     grey = np.asarray(image.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BILINEAR), np.float64)
-    basis = hash_basis() if basis is None else basis
+    basis = hash_basis()
     low = basis @ grey @ basis.T
     return (low > np.median(low)).ravel()
 
 
+@functools.cache
 def hash_basis() -> np.ndarray:
-    """The 8 lowest-frequency rows of the 224-point DCT."""
-    return dct_matrix(HASH_SIDE)[:HASH_BITS]
+    """The 8 lowest-frequency rows of the 224-point DCT (computed once, read-only)."""
+    basis = dct_matrix(HASH_SIDE)[:HASH_BITS]
+    basis.flags.writeable = False
+    return basis
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> int:
@@ -256,12 +259,11 @@ def choose_context_steps(image: Image.Image, box: Box, count: int, steps: Sequen
     by Hamming(pHash(b_0), pHash(b_t)) / t; returned in increasing t."""
     if count <= 0:
         return []
-    basis = hash_basis()
-    tight = perceptual_hash(image.crop(pixel_bounds(box)), basis)
+    tight = perceptual_hash(image.crop(pixel_bounds(box)))
     scored = []
     for t in steps:
         view = interpolate_box(box, image.size, t)
-        scored.append((hamming(tight, perceptual_hash(image.crop(pixel_bounds(view)), basis)) / t, -t))
+        scored.append((hamming(tight, perceptual_hash(image.crop(pixel_bounds(view)))) / t, -t))
     best = sorted(scored, reverse=True)[:count]
     return sorted(-neg_t for _, neg_t in best)
 

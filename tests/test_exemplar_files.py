@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import rar_tools
 from rar_tools.images import LoadedImage
 from rar_tools.memory.files import (
     PARTIAL_PREFIX,
@@ -84,6 +89,16 @@ def test_a_thumbnail_is_a_small_jpeg_of_the_stored_copy(tmp_path: Path) -> None:
         assert (default.size, default.quantization) == ((128, 85), quantization_at(80))
 
 
+def test_a_thumbnail_is_the_lanczos_reduction_saved_as_jpeg(tmp_path: Path) -> None:
+    path = store_image(tmp_path, picture((300, 200)), max_side=300)
+    with Image.open(path) as stored:
+        reduced = stored.convert("RGB")
+    reduced.thumbnail((60, 60), Image.Resampling.LANCZOS)
+    expected = io.BytesIO()
+    reduced.save(expected, format="JPEG", quality=50)
+    assert thumbnail_jpeg(path, max_side=60, quality=50) == expected.getvalue()
+
+
 def test_a_thumbnail_of_a_grey_file_is_rgb(tmp_path: Path) -> None:
     path = tmp_path / "grey.jpg"
     Image.new("L", (40, 20), 90).save(path)
@@ -97,6 +112,34 @@ def test_every_partial_file_is_counted(tmp_path: Path) -> None:
         (tmp_path / folder / f"{PARTIAL_PREFIX}{name}.jpg").write_bytes(b"")
     assert remove_partial_files(tmp_path) == 3
     assert list(tmp_path.rglob("*.jpg")) == []
+
+
+WRITE_A_LARGE_COPY = """
+import sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from rar_tools.images import LoadedImage
+from rar_tools.memory.files import store_image
+pixels = np.random.default_rng(0).integers(0, 255, (6000, 6000, 3), dtype=np.uint8)  # seconds to encode
+store_image(Path(sys.argv[1]), LoadedImage(Image.fromarray(pixels), sys.argv[2], None), max_side=6000)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_only_a_partial_file_that_is_tidied(tmp_path: Path) -> None:
+    package_root = str(Path(rar_tools.__file__).resolve().parent.parent)  # the package under test
+    env = {**os.environ, "PYTHONPATH": package_root, "OMP_NUM_THREADS": "1"}
+    writer = subprocess.Popen([sys.executable, "-c", WRITE_A_LARGE_COPY, str(tmp_path), SHA], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (partials := list(tmp_path.glob(f"ab/{PARTIAL_PREFIX}*"))) and writer.poll() is None:
+            assert time.monotonic() < deadline, "no partial file appeared"
+            time.sleep(0.005)
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+    assert len(partials) == 1 and not stored_image_path(tmp_path, SHA).exists()
+    assert remove_partial_files(tmp_path) == 1 and list(tmp_path.rglob("*.*")) == []
 
 
 def test_partial_files_are_removed_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

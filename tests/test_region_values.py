@@ -81,7 +81,9 @@ def test_a_box_of_exactly_the_minimum_side_is_kept() -> None:
     ("box", "measured"),
     [
         ([10, 10, 13.9, 14], "3.9x4"),
+        ([10, 10, 13.456, 14], "3.46x4"),
         ([10, 10, 14, 13.5], "4x3.5"),
+        ([10, 10, 14, 12.125], "4x2.12"),
         ([399, 0, 420, 50], "1x50"),
         ([0, 299, 50, 350], "50x1"),
     ],
@@ -289,6 +291,12 @@ def test_perceptual_hash_bits_are_the_low_frequencies_above_their_median() -> No
     assert 0 <= grey.min() and grey.max() <= 255
     bits = perceptual_hash(Image.fromarray(np.round(grey).astype(np.uint8)).convert("RGB"))
     assert np.array_equal(bits, (low > np.median(low)).ravel())
+
+
+def test_perceptual_hash_reduces_to_grey_224_by_224_bilinearly() -> None:
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    reduced = noise.convert("L").resize((224, 224), Image.Resampling.BILINEAR)
+    assert np.array_equal(perceptual_hash(noise), perceptual_hash(reduced))  # bicubic differs in 2 bits here
 
 
 def test_hamming_counts_differing_bits() -> None:

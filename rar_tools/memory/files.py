@@ -48,7 +48,7 @@ def store_image(images_dir: Path, loaded: Picture, max_side: int) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     copy = loaded.image.copy()
     copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX, suffix=".jpg")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             copy.save(handle, format="JPEG", quality=92)
