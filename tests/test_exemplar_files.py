@@ -140,6 +140,7 @@ def test_a_writer_killed_mid_write_leaves_only_a_partial_file_that_is_tidied(tmp
         writer.wait(timeout=30)
     assert len(partials) == 1 and not stored_image_path(tmp_path, SHA).exists()
     assert remove_partial_files(tmp_path) == 1 and list(tmp_path.rglob("*.*")) == []
+    assert store_image(tmp_path, picture(), max_side=32) == stored_image_path(tmp_path, SHA)  # a new write works
 
 
 def test_partial_files_are_removed_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
