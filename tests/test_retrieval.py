@@ -80,12 +80,12 @@ def test_filtered_searches_go_on_while_a_full_list_brings_no_new_label(
         IDENTITY,
         image_entries("a", query, 100, rng)  # cosine about 0.99: fills the unfiltered list
         + image_entries("b", unit(query + 0.75 * np.eye(8)[1]), 100, rng)  # 0.8: fills the first filtered one
-        + image_entries("c", unit(query + 1.7 * np.eye(8)[2]), 1, rng),  # 0.5
+        + image_entries("c", unit(query + 1.7 * np.eye(8)[2]), 70, rng),  # 0.5: fills the second one
     )
     spy = WidthSpy(store)
     labels = [c.label for c in Retriever(spy).retrieve("m", IDENTITY, query, k=3, mode="image").candidates]
     assert labels == ["a", "b", "c"]
-    assert spy.excluded == [["a"], ["a", "b"]]  # and none once the third label is found
+    assert spy.excluded == [["a"], ["a", "b"]]  # none once the third label is found, though its list was full
 
 
 def test_candidates_carry_the_category_and_parent_of_their_best_entry(tmp_path: Path, make_store) -> None:
