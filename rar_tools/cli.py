@@ -19,10 +19,12 @@ from pydantic import BaseModel, ValidationError
 
 from rar_tools import render
 from rar_tools.cli_flags import add_request_flags, add_settings_flags, request_arguments, settings_from
+from rar_tools.cli_masks import add_mask_flags, write_masks
 from rar_tools.errors import RarToolsError
 from rar_tools.images import IMAGE_SUFFIXES
 from rar_tools.requests import (
     AddRequest,
+    DescribeRegionsRequest,
     DetectRequest,
     ListRequest,
     RankCandidatesRequest,
@@ -31,6 +33,7 @@ from rar_tools.requests import (
     RemoveRequest,
     Request,
     RetrieveRequest,
+    SegmentRequest,
 )
 from rar_tools.settings import PROJECT_MEMORIES
 
@@ -67,6 +70,22 @@ OPERATIONS: dict[str, tuple[str, type[Request], str, Callable[[Any], str]]] = {
         "remove",
         lambda r: f"removed {r.removed} entries; {r.count} left in {r.memory!r}",
     ),
+    "segment": (
+        "label masks without training (CLIP as RNN)",
+        SegmentRequest,
+        "segment",
+        render.render_segmentation,
+    ),
+    "describe-regions": (
+        "caption, attributes and a proposed label per box, from the MLLM",
+        DescribeRegionsRequest,
+        "describe_regions",
+        render.render_descriptions,
+    ),
+}
+# command: its extra flags, and what runs once its result is printed (request, result)
+AFTERWARDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., None]]] = {
+    "segment": (add_mask_flags, write_masks),
 }
 
 
@@ -128,8 +147,11 @@ def cmd_serve(tools, args) -> None:
 def cmd_operation(tools, args) -> None:
     """Any command of `OPERATIONS`: its flags become the request, the API runs it."""
     _, request_type, method, show = OPERATIONS[args.command]
-    result = getattr(tools, method)(**request_arguments(args, request_type, request_type.fields_on("cli")))
+    request = request_type.from_call(**request_arguments(args, request_type, request_type.fields_on("cli")))
+    result = getattr(tools, method)(request)
     emit(result, args.json, show)
+    if args.command in AFTERWARDS:
+        AFTERWARDS[args.command][1](tools, args, request, result)
 
 
 def cmd_add(tools, args) -> None:
@@ -276,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument("--vocabulary", help="a shipped label list by name (see `rar-tools vocabularies`)")
 
     for name, (help_text, request_type, _, _) in OPERATIONS.items():
-        add_request_flags(command(name, cmd_operation, help_text), request_type, request_type.fields_on("cli"))
+        sub = command(name, cmd_operation, help_text)
+        add_request_flags(sub, request_type, request_type.fields_on("cli"))
+        if name in AFTERWARDS:
+            AFTERWARDS[name][0](sub)
 
     command("vocabularies", cmd_vocabularies, "list the shipped label lists (for add-labels --vocabulary)", False)
     evaluation = command(
