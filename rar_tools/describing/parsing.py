@@ -153,14 +153,14 @@ def loose_label(text: str) -> ProposedLabel | None:
 
 
 def loose_caption(text: str) -> str | None:
-    """The first sentence of prose with at least three words: outside braces and labels, not a
-    `key: value` line."""
+    """The first sentence of prose with at least three words (starting with a letter): outside braces
+    and labels, not a `key: value` line."""
     prose = PIPED.sub(" ", re.sub(r"\{[^{}]*\}", " ", text))
     for line in prose.splitlines():
         if LINE.match(line):
             continue
         for sentence in SENTENCE_END.split(line):
-            if sum(any(ch.isalpha() for ch in word) for word in sentence.split()) >= MIN_CAPTION_WORDS:
+            if sum(word[0].isalpha() for word in sentence.split()) >= MIN_CAPTION_WORDS:
                 return clean(sentence, MAX_CAPTION_CHARS)
     return None
 

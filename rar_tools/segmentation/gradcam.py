@@ -72,7 +72,7 @@ def captured_forward(cam: CamTower, pixels: torch.Tensor) -> tuple[torch.Tensor,
     captured: list[torch.Tensor] = []
     handles = [block.register_forward_pre_hook(lambda _m, args: captured.append(args[0])) for block in cam.blocks]
     try:
-        embedding = cam.tower(pixels.detach().requires_grad_(True))
+        embedding = cam.tower(pixels.clone().requires_grad_(True))  # a clone: not an inference tensor
     finally:
         for handle in handles:
             handle.remove()
@@ -85,7 +85,7 @@ def activation_maps(cam: CamTower, pixels: torch.Tensor, texts: torch.Tensor) ->
     with torch.inference_mode(False), torch.enable_grad():
         embedding, captured = captured_forward(cam, pixels)
         unit = embedding[0].float() / embedding[0].float().norm().clamp_min(1e-12)
-        scores = unit @ texts.to(unit).T
+        scores = unit @ texts.clone().to(unit).T
         maps = []
         for index in range(len(texts)):
             gradients = torch.autograd.grad(scores[index], captured, retain_graph=index < len(texts) - 1)
