@@ -205,6 +205,9 @@ def cmd_vocabularies(tools, args) -> None:
 
 
 def cmd_eval(tools, args) -> None:
+    if args.task != "classify":
+        eval_task(tools, args)
+        return
     from rar_tools.evaluation import EvalConfig, RunOptions, evaluate, load_dataset
     from rar_tools.evaluation.protocol import QUERIES_FILE
 
@@ -232,10 +235,42 @@ def cmd_eval(tools, args) -> None:
     print("wrote " + ", ".join(str(p) for p in [*paths.values(), out / QUERIES_FILE]))
 
 
+def eval_task(tools, args) -> None:
+    """`eval --task segment` (mIoU on ground-truth masks) or `--task describe` (format and fallback rates)."""
+    out = Path(args.out) if args.out else Path("rar-eval") / Path(args.dataset).name
+    if args.task == "segment":
+        from rar_tools.evaluation.segmentation import evaluate_segmentation
+
+        report, paths = evaluate_segmentation(tools, Path(args.dataset), out, args.limit)
+    else:
+        from rar_tools.evaluation.description import evaluate_descriptions
+
+        report, paths = evaluate_descriptions(tools, Path(args.dataset), out, args.views, args.limit)
+    if report.warning:
+        print(f"rar-tools: {report.warning}", file=sys.stderr)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+        return
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
 def add_eval_flags(sub: argparse.ArgumentParser) -> None:
     from rar_tools.evaluation import METHODS
 
-    sub.add_argument("dataset", help="an ImageFolder tree, a CUB-layout folder, or a CSV of path,label[,split]")
+    sub.add_argument(
+        "dataset",
+        help="an ImageFolder tree, a CUB-layout folder, or a CSV of path,label[,split]; for --task segment "
+        "images/ + masks/<name>/<label>.png; for --task describe images (+ boxes.json)",
+    )
+    sub.add_argument(
+        "--task",
+        choices=["classify", "segment", "describe"],
+        default="classify",
+        help="classify: RAR's few-shot protocol (default); segment: mIoU of `segment`; describe: answer-format "
+        "and fallback rates of `describe_regions`",
+    )
+    sub.add_argument("--views", type=int, default=2, help="--task describe: views per region (1-5)")
     sub.add_argument("--format", choices=["auto", "folder", "cub", "csv"], default="auto")
     sub.add_argument("--split-ratio", type=float, help="train fraction per class, for data without a split")
     sub.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="images per class in memory")

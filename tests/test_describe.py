@@ -286,3 +286,16 @@ def test_the_mcp_tool_is_read_only_and_structured(api_tools: RarTools, scene: st
 def test_the_mcp_tool_refuses_a_box_outside_the_image(api_tools: RarTools, scene: str) -> None:
     _, result = anyio.run(describe_over_mcp, api_tools, {"image": scene, "boxes": [[500, 500, 520, 520]]})
     assert result.is_error and "lies outside" in result.content[0].text
+
+
+def test_the_describe_evaluation_counts_answers_in_the_requested_format(
+    api_tools: RarTools, scene: str, tmp_path: Path
+) -> None:
+    from rar_tools.evaluation.description import evaluate_descriptions
+
+    folder = Path(scene).parent
+    report, paths = evaluate_descriptions(api_tools, folder, tmp_path / "eval", views=2)
+    assert report.regions == report.images == 1
+    assert report.fallback_rates == {"none": 1.0, "partial": 0.0, "full": 0.0}
+    assert report.found_rates == {"caption": 1.0, "attributes": 1.0, "label": 1.0}
+    assert paths["markdown"].read_text().startswith("# describe_regions on")
