@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rar_tools.encoder import ClipEncoder
     from rar_tools.segmentation.gradcam import CamTower
     from rar_tools.segmentation.recurrence import CarSettings, Proposal
+    from rar_tools.segmentation.sam import MaskSharpener
 
 
 class SegmentationService:
@@ -43,7 +44,8 @@ class SegmentationService:
         loaded_at = time.perf_counter()
         texts = encoder.encode_labels(labels)
         cam = open_clip_tower(encoder.model, self.components.settings.segment_cam_layers)
-        segmented = [self.segment_region(encoder, cam, loaded.image, region, labels, texts) for region in regions]
+        sam = self.sharpener()
+        segmented = [self.segment_region(encoder, cam, sam, loaded.image, region, labels, texts) for region in regions]
         return SegmentResult(
             image_size=list(loaded.image.size),
             labels=labels,
@@ -96,15 +98,24 @@ class SegmentationService:
             blur_radius=s.region_blur,
         )
 
+    def sharpener(self) -> MaskSharpener | None:
+        """The SAM model when the settings name one (loaded on first use), else None."""
+        s = self.components.settings
+        return self.components.sam.get(s.model_wait_timeout) if s.sam_model else None
+
     @property
     def refinement(self) -> str:
         """What sharpens the masks, in words."""
-        return "guided filter" if self.components.settings.segment_refine == "guided" else "none"
+        s = self.components.settings
+        steps = ["guided filter"] if s.segment_refine == "guided" else []
+        steps += [f"SAM {s.sam_model}"] if s.sam_model else []
+        return " + ".join(steps) or "none"
 
     def segment_region(
         self,
         encoder: ClipEncoder,
         cam: CamTower,
+        sam: MaskSharpener | None,
         image: Image.Image,
         region: Box,
         labels: list[str],
@@ -120,7 +131,7 @@ class SegmentationService:
         settings = replace(settings, blur_radius=settings.blur_radius * cam.side / self.components.settings.region_side)
         outcome = segment_view(encoder, cam, cut_frame(crop, frame, cam.side), texts, settings)
         masks = [
-            self.label_mask(proposal, labels[proposal.label], frame, crop.size, bounds[:2], image.size)
+            self.label_mask(proposal, labels[proposal.label], frame, crop, bounds[:2], image.size, sam)
             for proposal in outcome.proposals
         ]
         return SegmentedRegion(
@@ -135,14 +146,18 @@ class SegmentationService:
         proposal: Proposal,
         label: str,
         frame: Frame,
-        crop_size: tuple[int, int],
+        crop: Image.Image,
         offset: tuple[int, int],
         size: tuple[int, int],
+        sam: MaskSharpener | None,
     ) -> LabelMask:
-        """A proposal's map, back in the crop's pixels and thresholded, as a mask of the whole image."""
-        mask = frame_part(proposal.soft, frame, crop_size) >= self.components.settings.segment_mask_threshold
+        """A proposal's map, back in the crop's pixels and thresholded (then redrawn by SAM, if any), as a
+        mask of the whole image."""
+        mask = frame_part(proposal.soft, frame, crop.size) >= self.components.settings.segment_mask_threshold
+        if sam is not None:
+            mask = sam.sharpen(crop, mask)
         full = np.zeros((size[1], size[0]), dtype=bool)
-        full[offset[1] : offset[1] + crop_size[1], offset[0] : offset[0] + crop_size[0]] = mask
+        full[offset[1] : offset[1] + crop.height, offset[0] : offset[0] + crop.width] = mask
         return LabelMask(
             label=label, score=proposal.score, area=int(full.sum()), box=mask_box(full), rle=MaskRle(**rle.encode(full))
         )
