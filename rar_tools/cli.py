@@ -226,13 +226,18 @@ def cmd_eval(tools, args) -> None:
     keep = Path(args.keep_memory) if args.keep_memory else None
     options = RunOptions(resume=args.resume, overwrite=args.overwrite, keep_memory=keep)
     report, paths = evaluate(tools.settings, dataset, config, out, options)
+    show_report(report, {**paths, "queries": out / QUERIES_FILE}, args.json)
+
+
+def show_report(report: Any, paths: dict[str, Path], as_json: bool) -> None:
+    """An evaluation report: its warning on stderr, then the JSON, or the Markdown and the files written."""
     if report.warning:
         print(f"rar-tools: {report.warning}", file=sys.stderr)
-    if args.json:
+    if as_json:
         print(report.model_dump_json(indent=2))
         return
     print(paths["markdown"].read_text(encoding="utf-8"))
-    print("wrote " + ", ".join(str(p) for p in [*paths.values(), out / QUERIES_FILE]))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def eval_task(tools, args) -> None:
@@ -246,13 +251,7 @@ def eval_task(tools, args) -> None:
         from rar_tools.evaluation.description import evaluate_descriptions
 
         report, paths = evaluate_descriptions(tools, Path(args.dataset), out, args.views, args.limit)
-    if report.warning:
-        print(f"rar-tools: {report.warning}", file=sys.stderr)
-    if args.json:
-        print(report.model_dump_json(indent=2))
-        return
-    print(paths["markdown"].read_text(encoding="utf-8"))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    show_report(report, paths, args.json)
 
 
 def add_eval_flags(sub: argparse.ArgumentParser) -> None:

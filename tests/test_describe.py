@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
-import numpy as np
 import pytest
 from mcp import Client
 from PIL import Image
@@ -28,15 +27,6 @@ GOOD_ANSWER = {
     "attributes": {"colour": "white and grey", "state": "standing", "count": "1"},
     "label": "a gull on a rock|Herring Gull|bird",
 }
-
-
-@pytest.fixture
-def scene(tmp_path: Path) -> str:
-    pixels = np.random.default_rng(2).integers(0, 255, (100, 140, 3), dtype=np.uint8)
-    pixels[20:70, 30:90] = (220, 30, 30)
-    path = tmp_path / "scene.png"
-    Image.fromarray(pixels).save(path)
-    return str(path)
 
 
 def local_tools(tmp_path: Path, clip_model: str, models: Path, family: str = "mllm", **settings) -> RarTools:

@@ -27,16 +27,6 @@ LABELS = ["a red square", "noise", "a bird", "sky", "grass", "a car"]
 
 
 @pytest.fixture
-def scene(tmp_path: Path) -> str:
-    """A 140 x 100 noise image with a red rectangle."""
-    pixels = np.random.default_rng(2).integers(0, 255, (100, 140, 3), dtype=np.uint8)
-    pixels[20:70, 30:90] = (220, 30, 30)
-    path = tmp_path / "scene.png"
-    Image.fromarray(pixels).save(path)
-    return str(path)
-
-
-@pytest.fixture
 def view(scene: str) -> Image.Image:
     return Image.open(scene).convert("RGB").resize((32, 32))
 

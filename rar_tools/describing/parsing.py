@@ -15,13 +15,13 @@ whitespace collapsed, lengths capped, as candidate names are.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from rar_tools.limits import MAX_ATTRIBUTES, MAX_CAPTION_CHARS, MAX_LABEL_CHARS, Fallback
+from rar_tools.ranking.parsing import closed_literal
 from rar_tools.ranking.prompts import clean_candidate
 
 FIELDS = ("caption", "attributes", "label")
@@ -101,25 +101,11 @@ def json_object(text: str) -> dict | None:
         try:
             value, _ = decoder.raw_decode(text, start)
         except (ValueError, RecursionError):
-            value = literal_object(text, start)
+            found = closed_literal(text, start, "}", dict)  # Python-style quotes
+            value = found[0] if found else None
         if isinstance(value, dict):
             return value
         start = text.find("{", start + 1)
-    return None
-
-
-def literal_object(text: str, start: int) -> dict | None:
-    """The Python literal dict opening at `start`, closed by some later `}`, if any."""
-    close = text.find("}", start)
-    for _ in range(MAX_TRIES):
-        if close < 0:
-            return None
-        try:
-            value = ast.literal_eval(text[start : close + 1])
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            close = text.find("}", close + 1)
-            continue
-        return value if isinstance(value, dict) else None
     return None
 
 

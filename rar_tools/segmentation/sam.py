@@ -8,32 +8,21 @@ deciding what the label covers. When no candidate overlaps the CLIP mask at all,
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
 from rar_tools.devices import resolve_device
-from rar_tools.errors import ModelLoadError
+from rar_tools.pretrained import load_pretrained
 from rar_tools.segmentation.masks import mask_box
 
 
 def load_sam(model: str, device: str):
-    """`(processor, model)` of a SAM checkpoint, by hub id or local folder."""
+    """`(processor, model)` of a SAM checkpoint (e.g. facebook/sam-vit-base), by hub id or local folder."""
     from transformers import SamModel, SamProcessor
 
-    if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
-        raise ModelLoadError(f"the SAM model folder {model!r} does not exist")
-    try:
-        processor = SamProcessor.from_pretrained(model)
-        sam = SamModel.from_pretrained(model)
-    except Exception as exc:  # any load failure becomes one actionable message
-        raise ModelLoadError(
-            f"could not load the SAM model {model!r} ({type(exc).__name__}: {exc}). Give a local folder holding "
-            "a transformers SamModel checkpoint (e.g. facebook/sam-vit-base), or download it once "
-            f"(`hf download {model}`)"
-        ) from exc
+    processor, sam = load_pretrained("SAM", model, SamProcessor.from_pretrained, SamModel.from_pretrained)
     return processor, sam.to(device).eval()
 
 
