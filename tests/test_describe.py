@@ -289,3 +289,33 @@ def test_the_describe_evaluation_counts_answers_in_the_requested_format(
     assert report.fallback_rates == {"none": 1.0, "partial": 0.0, "full": 0.0}
     assert report.found_rates == {"caption": 1.0, "attributes": 1.0, "label": 1.0}
     assert paths["markdown"].read_text().startswith("# describe_regions on")
+
+
+def test_the_cli_describes_boxes(api_tools: RarTools, endpoint: Endpoint, scene: str, capsys) -> None:
+    from rar_tools.cli import main
+
+    settings = ["--data-dir", str(api_tools.settings.data_dir), "--clip-model", api_tools.settings.clip_model]
+    code = main(
+        [
+            "describe-regions",
+            scene,
+            "--box",
+            "30",
+            "20",
+            "90",
+            "70",
+            "--memory",
+            "birds",
+            "--ranker-url",
+            endpoint.url,
+            *settings,
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "proposed label: a gull on a rock|Herring Gull|bird" in printed and "'Herring Gull' held" in printed
+
+
+def test_without_a_ranker_describing_is_refused_clearly(tools: RarTools, scene: str) -> None:
+    with pytest.raises(RankerError, match="no ranker: this server was started with --no-ranker"):
+        tools.describe_regions(scene, [[30, 20, 90, 70]])
