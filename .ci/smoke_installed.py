@@ -46,7 +46,9 @@ def main() -> None:
     listed = run("vocabularies")
     check("cub_200: 200 labels" in listed and "lvis_v1: 1203 labels" in listed, "rar-tools vocabularies")
 
-    subprocess.run([sys.executable, "-m", "rar_tools.testing.tiny_models", str(WORK / "models")], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "rar_tools.testing.tiny_models", str(WORK / "models")], check=True, capture_output=True
+    )
     flags = ["--clip-model", f"local-dir:{WORK / 'models' / 'clip'}", "--ranker-model", str(WORK / "models" / "mllm")]
     flags += ["--data-dir", str(WORK / "data"), "--device", "cpu", "--log-level", "WARNING"]
     added = json.loads(run("add-labels", "pets", "--vocabulary", "oxford_pets", "--json", *flags))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rar_tools import __version__
@@ -15,20 +16,19 @@ REGISTRY_NAME = "io.github.rar-tools/rar-tools"
 SUMMARY = "Fine-grained visual recognition: a CLIP memory of examples, then a multimodal LLM ranks"
 VERSION = __version__
 
-# The Settings fields an installer asks about, with the title its form shows.
-OFFERED_SETTINGS: dict[str, str] = {
-    "data_dir": "Data folder",
-    "clip_model": "CLIP model",
-    "ranker_model": "Ranker model (multimodal LLM)",
-    "device": "Device",
-    "no_ranker": "Without a ranker",
+# The Settings fields an installer asks about: {field: (the title its form shows, what empty means)}.
+OFFERED_SETTINGS: dict[str, tuple[str, str]] = {
+    "data_dir": ("Data folder", "empty: the per-user data folder, ~/.local/share/rar-tools/memories"),
+    "clip_model": ("CLIP model", ""),
+    "ranker_model": ("Ranker model (multimodal LLM)", ""),
+    "device": ("Device", ""),
+    "no_ranker": ("Without a ranker", ""),
 }
 FOLDERS_TITLE = "Picture folders"
 FOLDERS_HELP = (
     "The folders whose pictures the assistant may have the server read (file paths outside them are "
     "refused); passed as `rar-tools serve FOLDER...`."
 )
-DATA_DIR_HELP = " (empty: the per-user data folder, ~/.local/share/rar-tools/memories)"
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class OfferedSetting:
 
     field: str
     title: str
+    empty_means: str = ""
 
     @property
     def variable(self) -> str:
@@ -46,16 +47,13 @@ class OfferedSetting:
     def kind(self) -> str:
         """`boolean`, `number`, `directory` or `string`, from the field's annotation."""
         annotation = Settings.model_fields[self.field].annotation
-        if annotation is bool:
-            return "boolean"
-        if annotation in (int, float):
-            return "number"
-        return "directory" if self.field == "data_dir" else "string"
+        kinds = {bool: "boolean", int: "number", float: "number", Path: "directory"}
+        return kinds.get(annotation, "string")
 
     @property
     def description(self) -> str:
         text = Settings.model_fields[self.field].description or ""
-        return text + DATA_DIR_HELP if self.field == "data_dir" else text
+        return f"{text} ({self.empty_means})" if self.empty_means else text
 
     @property
     def default(self) -> Any:
@@ -71,4 +69,4 @@ class OfferedSetting:
 
 def offered_settings() -> list[OfferedSetting]:
     """The settings an installer offers, in form order."""
-    return [OfferedSetting(field, title) for field, title in OFFERED_SETTINGS.items()]
+    return [OfferedSetting(field, title, empty) for field, (title, empty) in OFFERED_SETTINGS.items()]
