@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,21 +24,15 @@ SHIPPED = {"cub_200", "fgvc_aircraft", "lvis_v1", "oxford_flowers_102", "oxford_
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel `pip wheel .` builds from this checkout."""
+    """The wheel `pip wheel .` builds from a copy of this checkout's project files (a copy, so that no
+    earlier build folder of the checkout can leak into it)."""
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "rar_tools", source / "rar_tools", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        str(ROOT),
-        "--no-deps",
-        "--no-build-isolation",
-        "-q",
-        "-w",
-        str(out),
-    ]
-    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+    build = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*build, "-w", str(out)], check=True, capture_output=True, cwd=source)
     return next(out.glob("rar_tools-*.whl"))
 
 
