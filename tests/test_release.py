@@ -9,7 +9,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from mcp import Client
 
 import rar_tools
 from rar_tools.api import RarTools
@@ -39,10 +38,11 @@ def test_the_committed_file_is_what_the_code_generates(relative: Path) -> None:
 
 
 async def offered_by_server(settings: Settings) -> tuple[set[str], dict[str, list[str]]]:
-    async with Client(create_server(RarTools(settings))) as client:
-        tools = {tool.name for tool in (await client.list_tools()).tools}
-        prompts = (await client.list_prompts()).prompts
-        return tools, {p.name: [a.name for a in p.arguments or []] for p in prompts}
+    """The tools and prompts (with their arguments) the server registers, asked without starting it."""
+    server = create_server(RarTools(settings))
+    tools = {tool.name for tool in await server.list_tools()}
+    prompts = await server.list_prompts()
+    return tools, {p.name: [a.name for a in p.arguments or []] for p in prompts}
 
 
 def test_the_manifest_lists_the_tools_and_prompts_the_server_offers(tmp_path: Path, clip_model: str) -> None:
