@@ -22,6 +22,7 @@ from rar_tools.cli_flags import add_request_flags, add_settings_flags, request_a
 from rar_tools.cli_masks import add_mask_flags, write_masks
 from rar_tools.errors import RarToolsError
 from rar_tools.images import IMAGE_SUFFIXES
+from rar_tools.label_lists import read_label_file, vocabularies, vocabulary_file
 from rar_tools.requests import (
     AddRequest,
     DescribeRegionsRequest,
@@ -35,9 +36,8 @@ from rar_tools.requests import (
     RetrieveRequest,
     SegmentRequest,
 )
-from rar_tools.settings import PROJECT_MEMORIES
+from rar_tools.settings import Settings
 
-VOCABULARY_DIR = PROJECT_MEMORIES / "vocabularies"
 ADD_FIELDS = ["memory", "images", "label", "category", "parent", "box", "box_normalized"]
 ADD_LABEL_FIELDS = ["memory", "labels", "category", "parent"]
 
@@ -105,35 +105,6 @@ def folder_images(folder: Path) -> dict[str, list[str]]:
     if not found:
         raise RarToolsError(f"folder {str(folder)!r} has no label subfolders with images")
     return found
-
-
-def read_label_file(path: Path) -> list[tuple[str, str | None, str | None]]:
-    """Lines of `label`, `label|category` or `label|category|parent`; '#' starts a comment."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = [p.strip() or None for p in line.split("|")]
-        if len(parts) > 3 or parts[0] is None:
-            raise RarToolsError(f"{path}: bad line {line!r}; expected label|category|parent")
-        parts += [None] * (3 - len(parts))
-        rows.append((parts[0], parts[1], parts[2]))
-    return rows
-
-
-def vocabularies(folder: Path = VOCABULARY_DIR) -> dict[str, Path]:
-    """The shipped label lists: {name: file}, from `memories/vocabularies/NAME.txt`."""
-    return {path.stem: path for path in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
-
-
-def vocabulary_file(name: str, folder: Path = VOCABULARY_DIR) -> Path:
-    """The file of a shipped vocabulary; refuses unknown names, listing the known ones."""
-    known = vocabularies(folder)
-    if name not in known:
-        listed = ", ".join(known) or f"none (no folder {folder})"
-        raise RarToolsError(f"unknown vocabulary {name!r}; shipped vocabularies: {listed}")
-    return known[name]
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -320,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print the result as JSON")
         return sub
 
-    command("serve", cmd_serve, "run the MCP server (stdio by default)", json_flag=False)
+    serve = command("serve", cmd_serve, "run the MCP server (stdio by default)", json_flag=False)
+    serve.add_argument(
+        "folders",
+        nargs="*",
+        metavar="FOLDER",
+        help="read image paths only inside these folders (the same as --allow-dir FOLDER for each)",
+    )
 
     add = command("add", cmd_add, "store labelled exemplar images")
     add_request_flags(add, AddRequest, ADD_FIELDS)
@@ -370,13 +347,20 @@ def configure_logging(level: str) -> None:
     logging.getLogger("rar_tools").setLevel(level)
 
 
+def command_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a command's flags (and the environment); `serve FOLDER...` adds allowed folders."""
+    if getattr(args, "folders", None):
+        args.allow_dir = [*getattr(args, "allow_dir", []), *args.folders]
+    return settings_from(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.uses_settings:  # `bench` builds its own settings from its flags
         configure_logging("INFO")
         return run_command(args, None)
     try:
-        settings = settings_from(args)
+        settings = command_settings(args)
     except ValidationError as exc:
         print(f"rar-tools: invalid settings: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,7 @@
 """One typed settings object. Every field is a CLI flag (`--clip-model`) and an environment
-variable (`RAR_TOOLS_CLIP_MODEL`); flags win over the environment, which wins over defaults."""
+variable (`RAR_TOOLS_CLIP_MODEL`); flags win over the environment, which wins over defaults. An
+empty variable counts as unset, so a launcher (the Claude Desktop bundle) can pass every setting
+and leave the ones the user did not fill in to their defaults."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Configuration of the encoder, the memory store, the ranker and the server."""
 
-    model_config = SettingsConfigDict(env_prefix="RAR_TOOLS_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="RAR_TOOLS_", extra="forbid", env_ignore_empty=True)
 
     # Memory store
     data_dir: Path = Field(
