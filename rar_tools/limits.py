@@ -47,3 +47,7 @@ Fallback = Literal["none", "partial", "full"]
 
 ENTRY_KINDS: tuple[EntryKind, ...] = ("image", "text")
 RANKER_VIEWS: tuple[RankerView, ...] = ("crop", "prompt")
+
+# -- the ranker: score normalisation and candidate orders ---------------------------------------------
+ScoreNormalisation = Literal["sum", "mean", "first"]
+MAX_RANK_PERMUTATIONS = MAX_CANDIDATES  # more cyclic shifts than candidates would repeat orders
