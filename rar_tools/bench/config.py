@@ -31,6 +31,7 @@ class BenchConfig:
     labels: int = 1000
     queries: int = 200
     ks: tuple[int, ...] = (5, 20)
+    permutations: tuple[int, ...] = (3,)
     e2e_images: int = 8
     hnsw: tuple[tuple[str, int | str], ...] = ()
     chroma_url: str | None = None
@@ -100,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=positive, default=1000, help="labels the retrieval memories are spread over")
     parser.add_argument("--queries", type=positive, default=200, help="retrieval queries per memory size")
     parser.add_argument("--ks", type=positive, nargs="+", default=[5, 20], help="candidate counts")
+    parser.add_argument(
+        "--permutations",
+        type=positive,
+        nargs="+",
+        default=[3],
+        help="candidate orders timed in score mode besides N = k (rank section; default 3)",
+    )
     parser.add_argument("--e2e-images", type=positive, default=8, help="exemplars in the end-to-end memory")
     parser.add_argument(
         "--hnsw",
@@ -118,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> BenchConfig:
     """A `BenchConfig` from parsed `rar-tools bench` flags."""
     given = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}
-    for name in ("sections", "batch_sizes", "sizes", "ks", "hnsw"):
+    for name in ("sections", "batch_sizes", "sizes", "ks", "permutations", "hnsw"):
         if given.get(name) is not None:
             given[name] = tuple(given[name])
     return BenchConfig(**given)

@@ -46,6 +46,7 @@ from rar_tools.ranking.permutations import rank_in_orders
 from rar_tools.ranking.prompts import shown_names
 
 log = logging.getLogger(__name__)
+STUB_TEXT = "x"  # the user turn that stands in for the prompt when only the assistant's tokens matter
 # Families trained on one image per prompt: exemplar images are refused rather than mis-shown.
 SINGLE_IMAGE_FAMILIES = frozenset({"llava", "llava_next", "paligemma"})
 # Per-token processor outputs, and the value a token appended to the prompt gets in each.
@@ -254,10 +255,17 @@ class TransformersRanker:
     def _joint_continuations(self, parts: list[Part], names: list[str], prompt: list[int]) -> list[Continuation]:
         """Each candidate tokenised together with the prompt, split off at their longest common prefix.
 
-        The chat template is rendered and tokenised without the images' pixels (one placeholder per
-        image), which changes nothing after the last image, where every candidate's tokens lie."""
-        opened = [chat_messages(parts, ANSWER_OPENING + item_text(n)) for n in names]
-        context, *joints = self._chat_ids([chat_messages(parts, ANSWER_OPENING), *opened])
+        Where the template ends the user turn with a control token (`<|im_start|>assistant`,
+        `<start_of_turn>model`), the tokens after it never depend on what came before, so a one-word
+        user turn stands in for the whole prompt (k short texts to tokenise instead of k long ones).
+        Else the whole chat is rendered and tokenised, without the images' pixels (one placeholder
+        token per image), which changes nothing after the last image, where every candidate lies."""
+        stub = self._candidate_ids([TextPart(STUB_TEXT)], names)
+        tail = stub[0][self._last_control_token(stub[0]) :]
+        if 0 < len(tail) < len(stub[0]) and prompt[-len(tail) :] == tail:
+            context, *joints = stub
+        else:
+            context, *joints = self._candidate_ids(parts, names)
         conts = [joint_continuation(context, joint, n, self.tokenizer.decode) for joint, n in zip(joints, names)]
         shared = max(c.back for c in conts) + 1
         if len(prompt) < shared or prompt[-shared:] != context[-shared:]:
@@ -266,6 +274,16 @@ class TransformersRanker:
                 "cannot be scored jointly with it: use mode='generate' with this model"
             )
         return conts
+
+    def _candidate_ids(self, parts: list[Part], names: list[str]) -> list[list[int]]:
+        """The token ids of `parts` with the answer opened, then with each candidate's item after it."""
+        openings = [ANSWER_OPENING] + [ANSWER_OPENING + item_text(n) for n in names]
+        return self._chat_ids([chat_messages(parts, opening) for opening in openings])
+
+    def _last_control_token(self, ids: list[int]) -> int:
+        """The index of the last added (control) token in `ids`, or len(ids) when there is none."""
+        added = self.tokenizer.added_tokens_decoder
+        return max((i for i, token in enumerate(ids) if token in added), default=len(ids))
 
     def _cached_scores(self, inputs: dict, conts: list[Continuation]):
         """Candidate scores (and timings) from one prefix pass + one batched pass over the candidates.
