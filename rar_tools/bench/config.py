@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TypeVar
 
 SECTIONS = ("encode", "add", "retrieve", "rank", "e2e")
 TINY_RANKER = "tiny"
 RANDOM_QWEN25_VL_3B = "random-qwen2.5-vl-3b"
 HNSW_KEYS = ("space", "ef_construction", "ef_search", "max_neighbors")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
     """A `BenchConfig` from parsed `rar-tools bench` flags."""
-    given = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}
-    for name in ("sections", "batch_sizes", "sizes", "ks", "permutations", "hnsw"):
+    return dataclass_from(args, BenchConfig, ("sections", "batch_sizes", "sizes", "ks", "permutations", "hnsw"))
+
+
+def dataclass_from(args: argparse.Namespace, cls: type[T], tuples: tuple[str, ...]) -> T:
+    """`cls` built from the parsed flags named like its fields; list flags in `tuples` become tuples."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    for name in tuples:
         if given.get(name) is not None:
             given[name] = tuple(given[name])
-    return BenchConfig(**given)
+    return cls(**given)
