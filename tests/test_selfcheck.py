@@ -123,3 +123,11 @@ def test_the_tiny_config_takes_small_sizes_and_the_cpu_headroom(tmp_path: Path) 
     config = SelfcheckConfig(tiny=True, cache_dir=tmp_path).resolved("cpu")
     assert (config.clip_models, config.ranker_model, config.batch_sizes) == (("tiny",), "tiny", (1, 4))
     assert config.headroom == 32 * 2**20 and config.images == 8
+
+
+def test_out_of_memory_is_told_apart_from_other_runtime_errors() -> None:
+    from rar_tools.ranking.local import out_of_memory
+
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 10 bytes")
+    assert out_of_memory(cpu) and out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert not out_of_memory(RuntimeError("shape mismatch")) and not out_of_memory(ValueError("not enough memory"))

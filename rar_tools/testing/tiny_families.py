@@ -30,6 +30,7 @@ from rar_tools.testing.tiny_mllm import (
     QWEN_CHAT_TEMPLATE,
     TEXT_SIZES,
     TINY_QWEN25_VL,
+    VISION_TOWER_SIZES,
     VOCAB_SIZE,
     corpus_lines,
     mrope_section,
@@ -161,14 +162,7 @@ def write_tiny_gemma3(out_dir: Path, seed: int = 0) -> Path:
         chat_template=GEMMA_CHAT_TEMPLATE,
         image_seq_length=image_tokens,
     )
-    vision_config = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch_size,
-    )
+    vision_config = SiglipVisionConfig(**VISION_TOWER_SIZES, image_size=image_size, patch_size=patch_size)
     text_config = {
         **TEXT_SIZES,
         **token_ids(tokenizer),
