@@ -36,7 +36,7 @@ def noisy_image(seed: int) -> Image.Image:
 
 
 def test_selfcheck_passes_on_cuda(tmp_path: Path) -> None:
-    cache = Path(os.environ.get("RAR_TOOLS_SELFCHECK_CACHE", tmp_path / "cache"))
+    cache = Path(os.environ.get("RAR_SELFCHECK_CACHE", tmp_path / "cache"))
     out = tmp_path / "selfcheck.json"
     command = [sys.executable, "-m", "rar_tools", "selfcheck", "--device", "cuda", "--cache-dir", str(cache)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
