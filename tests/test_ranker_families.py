@@ -4,6 +4,7 @@ sliding-window layers). Score mode must continue each family's own position sche
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,14 @@ def test_mrope_families_continue_positions_after_the_image_delta(rankers, family
     right = ranker._continuation_positions
     monkeypatch.setattr(ranker, "_continuation_positions", lambda *a: right(*a) + 1)
     assert not torch.allclose(torch.tensor(ranker.candidate_scores(request_for())), uncached, atol=1e-2, rtol=0)
+
+
+def test_the_kv_cache_goes_through_the_current_api(rankers, family: str) -> None:
+    """transformers deprecates `past_key_values` (removed in 5.40) for `cache`: no FutureWarning here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        rankers[family].candidate_scores(request_for())
+        rankers[family].rank(request_for(mode="generate"))
 
 
 def test_gemma3_continues_plain_positions(rankers) -> None:
