@@ -32,7 +32,7 @@ CHECKS = {
     "clip tiny fp32: peak GPU memory",
     "ranker generate mode runs (k=5)",
     "ranker latency, p50 ms per call",
-    "ranker torch.float32: peak GPU memory",
+    "ranker float32: peak GPU memory",
     "ranker score mode: cached = uncached",
     "out of memory: clear error, server keeps serving",
 }

@@ -39,9 +39,14 @@ def ranker_checks(tools, image: Image.Image, ks: tuple[int, ...], repeats: int, 
         generate_check(ranker, replace(request, mode="generate")),
         latency_check(ranker, image, ks, repeats, device),
     ]
-    checks.append(peak_memory_check(f"ranker {ranker.model.dtype}", device))
+    checks.append(peak_memory_check(f"ranker {dtype_name(ranker.model.dtype)}", device))
     checks.append(score_agreement(ranker, request))
     return checks
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`bfloat16` for torch.bfloat16."""
+    return str(dtype).removeprefix("torch.")
 
 
 def generate_check(ranker, request: RankRequest) -> Check:
@@ -85,12 +90,13 @@ def score_agreement(ranker, request: RankRequest) -> Check:
     gap = float(np.abs(cached - uncached).max())
     tolerance = 2 * noise + AGREEMENT_FLOOR
     allowance = (
-        f"2 x {noise:.2e} (the {served} error of the uncached scores against float32) + {AGREEMENT_FLOOR:g}"
+        f"2 x {noise:.2e} (the {dtype_name(served)} error of the uncached scores against float32) + {AGREEMENT_FLOOR:g}"
         if served != torch.float32
         else f"{AGREEMENT_FLOOR:g} (float32 rounding)"
     )
     detail = (
-        f"max |cached - uncached| = {gap:.2e} nats over {len(cached)} candidates in {served}; tolerance {allowance}"
+        f"max |cached - uncached| = {gap:.2e} nats over {len(cached)} candidates in {dtype_name(served)}; "
+        f"tolerance {allowance}"
     )
     figures = {
         "gap": gap,
