@@ -1,8 +1,9 @@
 """Score mode's candidates as the tokens a model would read them in: joint tokenisation.
 
 A model is trained on whole texts, tokenised in one go. Byte-level and SentencePiece BPEs merge
-characters across the point where the prompt ends and a candidate begins: with Qwen's vocabulary,
-`[` followed by `'Herring Gull',` is `['` `Her` `ring` ` Gull` `',`, not `[` `'` `Her` ... Scoring
+characters across the point where the prompt ends and a candidate begins: with the project's tiny
+Qwen tokenizer (Qwen's own vocabulary also has `['`), `[` followed by `'Herring Gull',` is `['` `Her`
+`ring` ... `',`, not `[` `'` `Her` ... Scoring
 a candidate's tokens encoded apart from the prompt asks the model for a sequence it never saw, gives
 every candidate a shared low-probability opening token, and (with per-token means) turns that
 shared penalty into a bias toward long names.
