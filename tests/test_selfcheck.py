@@ -131,3 +131,10 @@ def test_out_of_memory_is_told_apart_from_other_runtime_errors() -> None:
     cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: 10 bytes")
     assert out_of_memory(cpu) and out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
     assert not out_of_memory(RuntimeError("shape mismatch")) and not out_of_memory(ValueError("not enough memory"))
+
+
+def test_real_size_models_off_a_gpu_are_refused_with_the_way_out(tmp_path: Path) -> None:
+    done = run_cli("--device", "cpu", "--cache-dir", str(tmp_path / "cache"), timeout=120)
+    assert done.returncode == 2
+    assert "meant for a GPU" in done.stderr and "--tiny" in done.stderr
+    assert not (tmp_path / "cache").exists()

@@ -28,6 +28,7 @@ from PIL import Image
 
 from rar_tools.bench.checks import Check, guarded
 from rar_tools.bench.clip_checks import clip_checks
+from rar_tools.bench.config import RANDOM_QWEN25_VL_3B
 from rar_tools.bench.context import random_clip_folder, ranker_folder
 from rar_tools.bench.data import write_photos
 from rar_tools.bench.oom_check import CapUnavailable, run_oom_case
@@ -35,6 +36,7 @@ from rar_tools.bench.ranker_checks import ranker_checks
 from rar_tools.bench.report import environment, write_json
 from rar_tools.bench.selfcheck_config import SelfcheckConfig
 from rar_tools.devices import resolve_device
+from rar_tools.errors import RarToolsError
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,12 @@ def run_checks(config: SelfcheckConfig, echo: Callable[[str], None]) -> list[Che
 def run_selfcheck(config: SelfcheckConfig, echo: Callable[[str], None] = print) -> int:
     """Run the self-check; 1 when a check failed, else 0. Writes every check to `config.json_path`."""
     device = resolve_device(config.device)
+    if not device.startswith("cuda") and not config.tiny and config.ranker_model == RANDOM_QWEN25_VL_3B:
+        raise RarToolsError(
+            f"selfcheck builds real-size models (a 3B ranker) and is meant for a GPU, but the device is {device}: "
+            "pass --device cuda on a GPU machine, --tiny to run every check on the tiny checkpoints, or "
+            "--ranker-model (tiny, or a model id / folder) to choose the ranker yourself"
+        )
     config = config.resolved(device)
     config.cache_dir.mkdir(parents=True, exist_ok=True)
     echo(f"rar-tools selfcheck on {device}; random checkpoints in {config.cache_dir}")
