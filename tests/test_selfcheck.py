@@ -138,3 +138,9 @@ def test_real_size_models_off_a_gpu_are_refused_with_the_way_out(tmp_path: Path)
     assert done.returncode == 2
     assert "meant for a GPU" in done.stderr and "--tiny" in done.stderr
     assert not (tmp_path / "cache").exists()
+
+
+def test_an_unknown_clip_architecture_is_a_clear_error(tmp_path: Path) -> None:
+    flags = ("--device", "cpu", "--ranker-model", "tiny", "--clip-models", "ViT-Q-99", "--cache-dir", str(tmp_path))
+    done = run_cli(*flags, timeout=120)
+    assert done.returncode == 2 and "ViT-Q-99" in done.stderr and "open_clip architecture" in done.stderr

@@ -34,14 +34,22 @@ def ranker_folder(name: str, work_dir: Path, device: str) -> str:
 
 
 def random_clip_folder(name: str, work_dir: Path) -> str:
-    """A CLIP `local-dir:` model: the tiny random one for `tiny`, else the open_clip architecture `name`
-    at real size with random weights, written once under `work_dir`."""
+    """A CLIP model: the tiny random one for `tiny`, the open_clip architecture `name` at real size with
+    random weights (a `local-dir:` folder written once under `work_dir`), or a `local-dir:` / `hf-hub:`
+    model as given."""
+    if name.startswith(("local-dir:", "hf-hub:")):
+        return name
     writers = testing_module(f"the random CLIP {name}", clip_writers)
     if name == TINY_RANKER:
         return f"local-dir:{writers.write_tiny_clip(work_dir / 'tiny-clip')}"
     folder = work_dir / f"random-{name}"
     if not (folder / "open_clip_config.json").is_file():
-        writers.write_random_clip(folder, name)
+        try:
+            writers.write_random_clip(folder, name)
+        except ValueError as exc:
+            raise ModelLoadError(
+                f"{exc}: give an open_clip architecture such as ViT-B-16, or local-dir:/hf-hub:"
+            ) from exc
     return f"local-dir:{folder}"
 
 

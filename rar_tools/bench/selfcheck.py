@@ -62,6 +62,7 @@ def run_checks(config: SelfcheckConfig, echo: Callable[[str], None]) -> list[Che
     from rar_tools.settings import Settings
 
     cache, device = config.cache_dir, config.device
+    folders = {name: random_clip_folder(name, cache) for name in config.clip_models}
     paths, images = photos(cache, config.images)
     checks: list[Check] = []
 
@@ -70,7 +71,6 @@ def run_checks(config: SelfcheckConfig, echo: Callable[[str], None]) -> list[Che
         for check in found:
             echo(check.line())
 
-    folders = {name: random_clip_folder(name, cache) for name in config.clip_models}
     for name, folder in folders.items():
         log.info("selfcheck: CLIP %s on %s", name, device)
         add(guarded(f"clip {name}", lambda f=folder, n=name: clip_checks(n, f, device, config.batch_sizes, images)))
