@@ -24,7 +24,9 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -44,13 +46,13 @@ from rar_tools.ranking.messages import downscale as downscale  # re-exported: ca
 from rar_tools.ranking.parsing import generated_ranking
 from rar_tools.ranking.permutations import rank_in_orders
 from rar_tools.ranking.prompts import shown_names
+from rar_tools.ranking.tensors import add_tokens, drop_tokens, pad_right, token_logprobs
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 STUB_TEXT = "x"  # the user turn that stands in for the prompt when only the assistant's tokens matter
 # Families trained on one image per prompt: exemplar images are refused rather than mis-shown.
 SINGLE_IMAGE_FAMILIES = frozenset({"llava", "llava_next", "paligemma"})
-# Per-token processor outputs, and the value a token appended to the prompt gets in each.
-PER_TOKEN_FILL = {"attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": 0}
 
 
 def load_model(model: str, device: str):
@@ -111,53 +113,12 @@ def chat_part(part: Part) -> dict:
     raise TypeError(f"not a message part: {part!r}")
 
 
-def add_tokens(inputs: dict, ids: torch.Tensor, at_start: bool = False) -> dict:
-    """`inputs` (batch of one) with text token `ids` prepended or appended, per-token fields kept in step."""
-    out = dict(inputs)
-    for key, fill in [("input_ids", None), *PER_TOKEN_FILL.items()]:
-        if key not in inputs:
-            continue
-        old = inputs[key]
-        new = ids.to(old) if fill is None else torch.full((len(ids),), fill).to(old)
-        parts = [new[None], old] if at_start else [old, new[None]]
-        out[key] = torch.cat(parts, dim=1)
-    return out
-
-
-def drop_tokens(inputs: dict, n: int) -> dict:
-    """`inputs` (batch of one) without its last `n` tokens, per-token fields kept in step."""
-    if n == 0:
-        return inputs
-    out = dict(inputs)
-    for key in ("input_ids", *PER_TOKEN_FILL):
-        if key in inputs:
-            out[key] = inputs[key][:, : inputs[key].shape[1] - n]
-    return out
-
-
 def out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` is torch running out of memory: CUDA's error, or the CPU allocator's."""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
-
-
-def pad_right(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded `(ids, mask)` tensors of shape (len(seqs), longest)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) under each position's logits, computed in float32."""
-    logits = logits.float()
-    return logits.gather(-1, targets[..., None])[..., 0] - logits.logsumexp(-1)
 
 
 class TransformersRanker:
@@ -170,6 +131,7 @@ class TransformersRanker:
         self.processor, self.model = load_model(config.model, self.device)
         self.tokenizer = self.processor.tokenizer
         self.family = self.model.config.model_type
+        self.multi_image = self.family not in SINGLE_IMAGE_FAMILIES
         self._lead_ids = self._leading_special_ids()
         self._lock = threading.Lock()
 
@@ -179,19 +141,33 @@ class TransformersRanker:
         """Order `request.candidates` for `request.image`, best first."""
         if request.mode not in ("score", "generate"):
             raise RankerError(f"unknown ranking mode {request.mode!r}: use 'score' or 'generate'")
+        return self._within_memory(
+            lambda: rank_in_orders(self._rank_once, request, self.config.permutations),
+            f"ranking {len(request.candidates)} candidates: use fewer candidates, fewer exemplar images, a "
+            "smaller ranker_image_side or fewer rank_permutations",
+        )
+
+    def complete(self, parts: list[Part], max_new_tokens: int) -> str:
+        """Greedy text for one user turn of `parts` (images and text), at most `max_new_tokens` tokens."""
+        self._check_image_count(parts)
+        return self._within_memory(
+            lambda: self._generate(chat_messages(parts, None), max_new_tokens),
+            "writing a description: show fewer or smaller images",
+        )
+
+    def _within_memory(self, run: Callable[[], T], advice: str) -> T:
+        """`run()` under the model's lock; running out of memory (GPU or CPU) becomes a `RankerError`
+        saying "the DEVICE ran out of memory " + `advice`, raised after the failed call's memory is freed."""
         with self._lock, torch.inference_mode():
             try:
-                return rank_in_orders(self._rank_once, request, self.config.permutations)
+                return run()
             except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
                 if not out_of_memory(exc):
                     raise
-                log.warning("ranking %d candidates ran out of memory: %s", len(request.candidates), exc)
+                log.warning("out of memory %s: %s", advice.split(":")[0], exc)
             # Here the failed call's tensors are unreferenced (the exception is gone), so they can be freed.
             self._release_memory()
-        raise RankerError(
-            f"the {self.device} device ran out of memory ranking {len(request.candidates)} candidates: use "
-            "fewer candidates, fewer exemplar images, a smaller ranker_image_side or fewer rank_permutations"
-        )
+        raise RankerError(f"the {self.device} device ran out of memory {advice}")
 
     def candidate_scores(self, request: RankRequest) -> list[float]:
         """Per-candidate scores: prompt encoded once, candidates batched on its KV cache."""
@@ -234,13 +210,17 @@ class TransformersRanker:
     def _rank_by_generation(self, request: RankRequest) -> RankResult:
         start = time.perf_counter()
         names, parts = self._parts(request)
-        inputs = self._encode(chat_messages(parts, None))
-        prompt_len = inputs["input_ids"].shape[1]
-        output = self.model.generate(**inputs, generation_config=self._greedy_config())
-        text = self.tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
+        text = self._generate(chat_messages(parts, None), self.config.max_new_tokens)
         gen_s = time.perf_counter() - start
         timings = {"generate_s": gen_s, "total_s": time.perf_counter() - start}
         return generated_ranking(text, names, request.candidates, timings)
+
+    def _generate(self, messages: list[dict], max_new_tokens: int) -> str:
+        """The greedy continuation of `messages`, decoded without special tokens."""
+        inputs = self._encode(messages)
+        prompt_len = inputs["input_ids"].shape[1]
+        output = self.model.generate(**inputs, generation_config=self._greedy_config(max_new_tokens))
+        return self.tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
 
     # Score-mode internals -------------------------------------------------------------------
 
@@ -392,14 +372,14 @@ class TransformersRanker:
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
-    def _greedy_config(self):
-        """Greedy decoding with the model's own special-token ids and our token budget."""
+    def _greedy_config(self, max_new_tokens: int):
+        """Greedy decoding with the model's own special-token ids and a token budget."""
         from transformers import GenerationConfig
 
         own = self.model.generation_config
         return GenerationConfig(
             do_sample=False,
-            max_new_tokens=self.config.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             bos_token_id=own.bos_token_id,
             eos_token_id=own.eos_token_id,
             pad_token_id=own.pad_token_id if own.pad_token_id is not None else self._pad_id(),
@@ -421,10 +401,15 @@ class TransformersRanker:
         """The shown candidate names and the message parts for `request`."""
         names = shown_names(request.candidates)
         parts = ranking_parts(request, names, self.config.max_image_side)
-        if self.family in SINGLE_IMAGE_FAMILIES and image_count(parts) > 1:
-            raise RankerError(
-                f"the ranker model family {self.family!r} takes one image per prompt, so exemplar "
-                "or context images can't be shown to it: rank without exemplars and ranker_context, "
-                "or use a multi-image family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Gemma 3; docs/ranking.md)"
-            )
+        self._check_image_count(parts)
         return names, parts
+
+    def _check_image_count(self, parts: list[Part]) -> None:
+        """Refuse several images for a family trained on one image per prompt."""
+        if not self.multi_image and image_count(parts) > 1:
+            raise RankerError(
+                f"the ranker model family {self.family!r} takes one image per prompt, so exemplar, context "
+                "or extra view images can't be shown to it: rank without exemplars and ranker_context, "
+                "describe with views=1, or use a multi-image family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, "
+                "Gemma 3; docs/ranking.md)"
+            )
