@@ -275,6 +275,13 @@ def cmd_bench(tools, args) -> None:
     run_bench(config_from(args))
 
 
+def cmd_selfcheck(tools, args) -> int:
+    from rar_tools.bench.selfcheck import run_selfcheck
+    from rar_tools.bench.selfcheck_config import selfcheck_config_from
+
+    return run_selfcheck(selfcheck_config_from(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_settings_flags(common)
@@ -333,6 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
         settings_flags=False,
     )
     add_arguments(bench)
+
+    from rar_tools.bench.selfcheck_config import add_selfcheck_arguments
+
+    selfcheck = command(
+        "selfcheck",
+        cmd_selfcheck,
+        "check and time real-size models with random weights on a device (GPU): CLIP fp16 vs fp32, score "
+        "mode cached vs uncached, generate mode, memory, throughput, the out-of-memory error; exit 1 on a failure",
+        json_flag=False,
+        settings_flags=False,
+    )
+    add_selfcheck_arguments(selfcheck)
     return parser
 
 
@@ -356,7 +375,7 @@ def command_settings(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.uses_settings:  # `bench` builds its own settings from its flags
+    if not args.uses_settings:  # `bench` and `selfcheck` build their own settings from their flags
         configure_logging("INFO")
         return run_command(args, None)
     try:
@@ -373,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(args: argparse.Namespace, tools) -> int:
     """Run the chosen command; errors meant for the user become one line on stderr and exit code 2."""
     try:
-        args.func(tools, args)
+        status = args.func(tools, args)
     except RarToolsError as exc:
         print(f"rar-tools: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from rar_tools.limits import MAX_RANK_PERMUTATIONS, ScoreNormalisation
+
 PROJECT_MEMORIES = Path(__file__).resolve().parent.parent / "memories"
 
 
@@ -170,3 +172,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"allowed folder {str(folder)!r} does not exist or is not a folder")
             resolved.append(path)
         return resolved
+
+    # Ranker: how score mode reduces a candidate's tokens, and how many candidate orders are ranked
+    score_normalisation: ScoreNormalisation = Field(
+        "sum",
+        description="score mode: a candidate's log-probability summed over its tokens (the probability of "
+        "writing it), their mean, or that of its first token only (docs/ranking.md#score-normalisation)",
+    )
+    rank_permutations: int = Field(
+        1,
+        ge=1,
+        le=MAX_RANK_PERMUTATIONS,
+        description="rank in this many cyclic shifts of the candidate order and fuse them (probabilities "
+        "averaged in score mode, Borda in generate mode), against position bias; each costs one ranking call",
+    )
