@@ -7,6 +7,9 @@ Hugging Face caches (which honour `HF_HUB_OFFLINE=1`), Chroma runs embedded with
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +36,62 @@ def resolve_allowed(path: Path, allowed_dirs: Sequence[Path]) -> Path:
             f"(symlinks followed): {folders}. Move or copy the image there, or send it as base64"
         )
     return resolved
+
+
+# Opening without following symlinks at any level: O_PATH walks folders that may be searched but not
+# listed (Linux); elsewhere folders are opened read-only.
+WALK_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK | os.O_CLOEXEC
+CAN_WALK = hasattr(os, "O_NOFOLLOW") and os.open in os.supports_dir_fd
+
+
+def open_regular_file(resolved: Path, shown: str) -> int:
+    """A read-only descriptor of the regular file at `resolved` (a path without symlinks, as
+    `resolve_allowed` returns), opened from `/` one component at a time without following a symlink
+    at any level, so that what is read is what was checked even if the path changes meanwhile.
+
+    Raises `OSError`: ELOOP when a component was swapped for a symlink since it was resolved, ESTALE
+    when the file was replaced between its check and its opening; `ImageInputError` for something
+    other than a regular file (`shown` names it)."""
+    if not CAN_WALK:  # no O_NOFOLLOW / dir_fd (Windows): open by name
+        return checked_regular(os.open(resolved, os.O_RDONLY | getattr(os, "O_BINARY", 0)), shown)
+    *folders, name = resolved.parts[1:]
+    parent = os.open(resolved.anchor, WALK_FLAGS)
+    try:
+        for folder in folders:
+            child = os.open(folder, WALK_FLAGS, dir_fd=parent)
+            os.close(parent)
+            parent = child
+        before = os.stat(name, dir_fd=parent, follow_symlinks=False)  # no open of a device or FIFO
+        refuse_irregular(before.st_mode, shown)
+        fd = os.open(name, READ_FLAGS, dir_fd=parent)
+    finally:
+        os.close(parent)
+    opened = checked_regular(fd, shown)
+    after = os.fstat(opened)
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        os.close(opened)
+        raise OSError(errno.ESTALE, "the file was replaced while it was being opened")
+    return opened
+
+
+def checked_regular(fd: int, shown: str) -> int:
+    """`fd`, if it is a regular file (else closed and refused)."""
+    try:
+        refuse_irregular(os.fstat(fd).st_mode, shown)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def refuse_irregular(mode: int, shown: str) -> None:
+    """Refuse anything but a regular file; a symlink here appeared after the path was resolved."""
+    if stat.S_ISLNK(mode):
+        raise OSError(errno.ELOOP, "a symlink replaced the file while it was being opened")
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ImageInputError(f"image path {shown} is not a file: it is {kind}")
 
 
 def fetch_image_url(url: str, max_bytes: int, timeout_s: float) -> bytes:

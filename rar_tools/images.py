@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import io
+import os
 import re
-import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from rar_tools.access import fetch_image_url, resolve_allowed
+from rar_tools.access import fetch_image_url, open_regular_file, resolve_allowed
 from rar_tools.errors import ImageInputError, describe
 from rar_tools.memory.files import PARTIAL_PREFIX, store_image, stored_image_path  # noqa: F401 (moved; re-exported)
 
@@ -89,21 +90,24 @@ def read_file(source: str, limits: ImageLimits) -> tuple[bytes, str]:
     resolved = resolve_allowed(path, limits.allowed_dirs)
     shown = describe(str(path))
     try:
-        info = resolved.stat()
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise ImageInputError(f"image path {shown} is not a file: it is {kind}")
-        if info.st_size == 0:
-            raise ImageInputError(f"image file {shown} is empty (0 bytes)")
-        if info.st_size > limits.max_bytes:
-            raise ImageInputError(f"image file {shown} has {info.st_size} bytes; the limit is {limits.max_bytes}")
-        with open(resolved, "rb") as handle:
+        with os.fdopen(open_regular_file(resolved, shown), "rb") as handle:  # what is read is what was checked
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise ImageInputError(f"image file {shown} is empty (0 bytes)")
+            if size > limits.max_bytes:
+                raise ImageInputError(f"image file {shown} has {size} bytes; the limit is {limits.max_bytes}")
             data = handle.read(limits.max_bytes + 1)
     except FileNotFoundError as exc:
         raise ImageInputError(f"image file {shown} does not exist") from exc
-    except (OSError, ValueError) as exc:  # permissions, over-long names, NUL characters
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ImageInputError(f"image file {shown} cannot be read: {reason}") from exc
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ESTALE):
+            raise ImageInputError(
+                f"image path {shown} changed while it was being opened (a symlink or another file replaced "
+                "part of it); refused"
+            ) from exc
+        raise ImageInputError(f"image file {shown} cannot be read: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # NUL characters
+        raise ImageInputError(f"image file {shown} cannot be read: {exc}") from exc
     if len(data) > limits.max_bytes:
         raise ImageInputError(f"image file {shown} grew past the limit of {limits.max_bytes} bytes while read")
     return data, str(resolved)

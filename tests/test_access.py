@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import sys
 import threading
 import time
@@ -95,6 +96,73 @@ def test_the_api_applies_the_allow_dir_setting(allowed: Path, clip_model: str) -
     assert tools.load(str(allowed / "in.png")).image.size == (16, 12)
     with pytest.raises(ImageInputError, match="outside the folders"):
         tools.load(str(allowed.parent / "outside" / "out.png"))
+
+
+def swap_file_for_symlink(target: Path, outside: Path, stop: threading.Event) -> None:
+    """Until `stop`: replace `target` (a file) by a symlink to `outside`, then put the file back."""
+    spare = target.with_name(".spare")
+    os.link(target, spare)
+    while not stop.is_set():
+        os.symlink(outside, target.with_name(".link"))
+        os.replace(target.with_name(".link"), target)
+        os.link(spare, target.with_name(".file"))
+        os.replace(target.with_name(".file"), target)
+
+
+def swap_folder_for_symlink(target: Path, outside: Path, stop: threading.Event) -> None:
+    """Until `stop`: move the folder `target` aside, put a symlink to the folder `outside` in its
+    place, then move the folder back."""
+    aside = target.with_name(".aside")
+    while not stop.is_set():
+        os.rename(target, aside)
+        os.symlink(outside, target, target_is_directory=True)
+        os.unlink(target)
+        os.rename(aside, target)
+
+
+def race(target: Path, limits: ImageLimits, swapper: threading.Thread, stop: threading.Event) -> list[tuple]:
+    """The colours of the reads of `target` that succeeded while `swapper` ran (5000 attempts)."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # interleave the threads finely: the old check-then-open lost ~20 in 5000
+    swapper.start()
+    colours = []
+    try:
+        for _ in range(5000):
+            try:
+                colours.append(load_image(str(target), limits).image.getpixel((0, 0)))
+            except ImageInputError:
+                continue
+    finally:
+        stop.set()
+        swapper.join()
+        sys.setswitchinterval(interval)
+    return colours
+
+
+SECRET = (30, 200, 30)
+
+
+def test_a_file_swapped_for_a_symlink_while_opening_is_never_read_outside(allowed: Path) -> None:
+    (allowed.parent / "outside" / "secret.png").write_bytes(png_bytes(SECRET))
+    stop = threading.Event()
+    target = allowed / "in.png"
+    swapper = threading.Thread(
+        target=swap_file_for_symlink, args=(target, target.parent.parent / "outside" / "secret.png", stop)
+    )
+    colours = race(target, only(allowed), swapper, stop)
+    assert SECRET not in colours
+    assert colours  # the race was run: the allowed file was read between the swaps
+
+
+def test_a_folder_swapped_for_a_symlink_while_opening_is_never_read_outside(allowed: Path) -> None:
+    (allowed / "sub").mkdir()
+    (allowed / "sub" / "in.png").write_bytes(png_bytes())
+    (allowed.parent / "outside" / "in.png").write_bytes(png_bytes(SECRET))
+    stop = threading.Event()
+    swapper = threading.Thread(target=swap_folder_for_symlink, args=(allowed / "sub", allowed.parent / "outside", stop))
+    colours = race(allowed / "sub" / "in.png", only(allowed), swapper, stop)
+    assert SECRET not in colours
+    assert colours
 
 
 def test_an_allowed_folder_must_exist(tmp_path: Path) -> None:
