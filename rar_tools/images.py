@@ -23,6 +23,17 @@ from rar_tools.memory.files import PARTIAL_PREFIX, store_image, stored_image_pat
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.I)
 BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=_-]+$")
+# The first bytes of each accepted format (WebP: RIFF, 4 bytes of size, WEBP); `SIGNATURE_CHARS` base64
+# characters hold more than enough of them.
+IMAGE_SIGNATURES = {
+    "JPEG": re.compile(rb"\A\xff\xd8\xff"),
+    "PNG": re.compile(rb"\A\x89PNG\r\n\x1a\n"),
+    "GIF": re.compile(rb"\AGIF8[79]a"),
+    "WebP": re.compile(rb"\ARIFF.{4}WEBP", re.S),
+    "BMP": re.compile(rb"\ABM"),
+    "TIFF": re.compile(rb"\A(II\*\x00|MM\x00\*)"),
+}
+SIGNATURE_CHARS = 24
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
@@ -62,6 +73,8 @@ def read_image_bytes(source: str, limits: ImageLimits) -> tuple[bytes, str | Non
         if not mime.startswith("image/"):
             raise ImageInputError(f"data URL has type {mime or 'none'!r}; only image/* data URLs are accepted")
         return decode_base64(source[match.end() :], limits), None
+    if base64_image_format(source):  # before paths: every JPEG's base64 starts with '/9j/'
+        return decode_base64(source, limits), None
     if source.startswith(("/", "~", "file://")) or re.match(r"^[A-Za-z]:[\\/]", source):
         return read_file(source, limits)
     if source.lower().startswith(("http://", "https://")):
@@ -71,7 +84,7 @@ def read_image_bytes(source: str, limits: ImageLimits) -> tuple[bytes, str | Non
                 "give an absolute file path, base64 or a data: URL"
             )
         return fetch_image_url(source, limits.max_bytes, limits.url_timeout_s), source
-    if len(source) >= 16 and BASE64_CHARS.match(source):
+    if len(source) >= 16 and BASE64_CHARS.match("".join(source.split())):
         return decode_base64(source, limits), None
     raise ImageInputError(f"image {describe(source)} is neither an absolute file path nor base64 data nor a data: URL")
 
@@ -111,6 +124,19 @@ def read_file(source: str, limits: ImageLimits) -> tuple[bytes, str]:
     if len(data) > limits.max_bytes:
         raise ImageInputError(f"image file {shown} grew past the limit of {limits.max_bytes} bytes while read")
     return data, str(resolved)
+
+
+def base64_image_format(text: str) -> str | None:
+    """The format whose signature `text` starts with once decoded as base64 (standard or URL-safe,
+    whitespace ignored), or None: the rule that tells base64 image data from a file path."""
+    head = "".join(text[: 4 * SIGNATURE_CHARS].split())[:SIGNATURE_CHARS]
+    if len(head) < SIGNATURE_CHARS or not BASE64_CHARS.match(head):
+        return None
+    try:
+        start = base64.b64decode(head, altchars=b"-_" if ("-" in head or "_" in head) else None, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return next((name for name, signature in IMAGE_SIGNATURES.items() if signature.match(start)), None)
 
 
 def decode_base64(text: str, limits: ImageLimits) -> bytes:
@@ -157,9 +183,7 @@ def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB with transparency composited on white and 16/32-bit greys scaled to 8 bits."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), "L")
+        image = grey_to_8_bits(image)
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
@@ -167,6 +191,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def grey_to_8_bits(image: Image.Image) -> Image.Image:
+    """An 8-bit grey image of a 16-bit, 32-bit or float one, scaled from its range: 0..1 for floats
+    that stay within it (the usual float convention), else 0..255 or 0..65535 as the values need."""
+    array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(array.max(initial=0.0))
+    if image.mode == "F" and peak <= 1.0:
+        top = 1.0
+    elif image.mode.startswith("I;16") or peak > 255:
+        top = 65535.0
+    else:
+        top = 255.0
+    return Image.fromarray(np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8), "L")
 
 
 def load_image(source: str, limits: ImageLimits = ImageLimits()) -> LoadedImage:

@@ -180,7 +180,7 @@ class MemoryStore:
         no entry of any memory uses any more are deleted after the entries."""
         with self._writes:
             collection = self.index.get(name)
-            targets = self.index.metadata_by_id(collection, list(ids)) if ids else {}
+            targets = self.index.metadata_by_id(collection, list(dict.fromkeys(ids))) if ids else {}
             if label is not None:
                 targets.update(self.index.metadata_of_label(collection, label))
             self.index.delete(collection, list(targets))
