@@ -10,10 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 import httpx
 
 from rar_tools.errors import ImageInputError, describe
@@ -96,21 +96,35 @@ def refuse_irregular(mode: int, shown: str) -> None:
 
 def fetch_image_url(url: str, max_bytes: int, timeout_s: float) -> bytes:
     """GET an http(s) image URL: at most `max_bytes` (streamed, so a lying or missing length cannot
-    exceed it), within `timeout_s` seconds in all, following at most 3 redirects to http(s) only."""
-    deadline = time.monotonic() + timeout_s
+    exceed it), within `timeout_s` seconds of wall time in all, whatever the peer does (a status line
+    or headers dripped a byte at a time included), following at most 3 redirects to http(s) only.
+
+    Runs its own event loop: call it from a thread without one (the server's worker threads)."""
+    return anyio.run(fetch_within, url, max_bytes, timeout_s)
+
+
+async def fetch_within(url: str, max_bytes: int, timeout_s: float) -> bytes:
+    """`fetch` cancelled at the deadline (the cancellation closes the connection)."""
     try:
-        with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
+        with anyio.fail_after(timeout_s):
+            return await fetch(url, max_bytes)
+    except TimeoutError as exc:
+        raise ImageInputError(f"image URL {describe(url)} did not finish within {timeout_s:g} s") from exc
+
+
+async def fetch(url: str, max_bytes: int) -> bytes:
+    """The body of `url` after at most `MAX_REDIRECTS` redirects, capped at `max_bytes`."""
+    try:
+        async with httpx.AsyncClient(follow_redirects=False, timeout=None) as client:
             for _ in range(MAX_REDIRECTS + 1):
                 check_url_scheme(url)
-                with client.stream("GET", url, headers={"Accept": "image/*"}) as response:
+                async with client.stream("GET", url, headers={"Accept": "image/*"}) as response:
                     if response.is_redirect and "location" in response.headers:
                         url = str(response.url.join(response.headers["location"]))
                         continue
                     if response.status_code >= 400:
                         raise ImageInputError(f"image URL {describe(url)} answered HTTP {response.status_code}")
-                    return read_capped(response, url, max_bytes, deadline, timeout_s)
-    except httpx.TimeoutException as exc:
-        raise ImageInputError(f"image URL {describe(url)} did not answer within {timeout_s:g} s") from exc
+                    return await read_capped(response, url, max_bytes)
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         raise ImageInputError(f"image URL {describe(url)} could not be fetched ({type(exc).__name__}: {exc})") from exc
     raise ImageInputError(f"image URL {describe(url)} redirected more than {MAX_REDIRECTS} times")
@@ -122,16 +136,14 @@ def check_url_scheme(url: str) -> None:
         raise ImageInputError(f"image URL {describe(url)} is not http(s); only http and https URLs are fetched")
 
 
-def read_capped(response: httpx.Response, url: str, max_bytes: int, deadline: float, timeout_s: float) -> bytes:
-    """The (decoded) body, refused as soon as it passes `max_bytes` or the deadline."""
+async def read_capped(response: httpx.Response, url: str, max_bytes: int) -> bytes:
+    """The (decoded) body, refused as soon as it passes `max_bytes`."""
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ImageInputError(f"image URL {describe(url)} has {declared} bytes; the limit is {max_bytes}")
     body = bytearray()
-    for chunk in response.iter_bytes():
+    async for chunk in response.aiter_bytes():
         body += chunk
         if len(body) > max_bytes:
             raise ImageInputError(f"image URL {describe(url)} sent more than the limit of {max_bytes} bytes")
-        if time.monotonic() > deadline:
-            raise ImageInputError(f"image URL {describe(url)} did not finish within {timeout_s:g} s")
     return bytes(body)
