@@ -41,3 +41,7 @@ class RegionError(RarToolsError):
 
 class DetectorError(RarToolsError):
     """Object detection was refused (bad queries, unsupported detector model)."""
+
+
+class ExemplarFileError(MemoryStoreError):
+    """The stored copy of an exemplar image is missing, unreadable or damaged."""

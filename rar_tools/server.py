@@ -142,9 +142,12 @@ def thread_progress(ctx: Context, what: str) -> ProgressFn:
 async def with_thumbnails(tools: RarTools, result: BaseModel, memory: str, candidates: Sequence[Candidate]):
     """The result as structured content and JSON text, followed by exemplar thumbnails if asked."""
     content: list[TextContent | ImageContent] = [TextContent(type="text", text=result.model_dump_json())]
-    for label, entry, data in await run_api(tools.exemplar_thumbnails, memory, candidates):
-        content.append(TextContent(type="text", text=f"best stored exemplar of {label!r} (entry {entry}):"))
-        content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type="image/jpeg"))
+    for thumb in await run_api(tools.exemplar_thumbnails, memory, candidates):
+        if thumb.jpeg is None:
+            content.append(TextContent(type="text", text=f"no thumbnail of {thumb.label!r}: {thumb.problem}"))
+            continue
+        content.append(TextContent(type="text", text=f"best stored exemplar of {thumb.label!r} (entry {thumb.entry}):"))
+        content.append(ImageContent(type="image", data=base64.b64encode(thumb.jpeg).decode(), mime_type="image/jpeg"))
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
 

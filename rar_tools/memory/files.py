@@ -18,10 +18,13 @@ from typing import Protocol
 
 from PIL import Image
 
+from rar_tools.errors import ExemplarFileError
+
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".tmp-"
 IMAGES_FOLDER = "images"
+READD = "; remove the entry and add the image again"
 
 
 class Picture(Protocol):
@@ -62,9 +65,27 @@ def store_image(images_dir: Path, loaded: Picture, max_side: int) -> Path:
     return target
 
 
-def thumbnail_jpeg(path: Path, max_side: int = 128, quality: int = 80) -> bytes:
-    """A small JPEG of a stored image, for showing in a host."""
-    with Image.open(path) as image:
+def read_exemplar(path: Path, what: str) -> bytes:
+    """The bytes of a stored exemplar copy, checked to decode; a missing, unreadable or damaged copy
+    is an `ExemplarFileError` naming `what` (e.g. "exemplar entry 'ab12...'") and the problem."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ExemplarFileError(f"the stored copy of {what} is missing ({path.name}){READD}") from exc
+    except OSError as exc:
+        raise ExemplarFileError(f"the stored copy of {what} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception as exc:  # Pillow raises many types on damaged files
+        reason = f"{type(exc).__name__}: {exc}"
+        raise ExemplarFileError(f"the stored copy of {what} is damaged ({reason}){READD}") from exc
+    return data
+
+
+def thumbnail_jpeg(path: Path, max_side: int = 128, quality: int = 80, what: str = "an exemplar") -> bytes:
+    """A small JPEG of a stored image, for showing in a host (`read_exemplar`'s errors)."""
+    with Image.open(io.BytesIO(read_exemplar(path, what))) as image:
         small = image.convert("RGB")
         small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
