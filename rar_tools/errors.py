@@ -43,5 +43,9 @@ class DetectorError(RarToolsError):
     """Object detection was refused (bad queries, unsupported detector model)."""
 
 
+class DiskFaultError(MemoryStoreError):
+    """The data folder is read-only or full: a write was refused or failed (the message says which)."""
+
+
 class ExemplarFileError(MemoryStoreError):
     """The stored copy of an exemplar image is missing, unreadable or damaged."""

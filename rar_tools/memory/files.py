@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +24,7 @@ from rar_tools.errors import ExemplarFileError
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".tmp-"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 IMAGES_FOLDER = "images"
 READD = "; remove the entry and add the image again"
 
@@ -135,6 +137,14 @@ class ExemplarFiles:
         as entries record it."""
         return str(store_image(self.images_dir, picture, max_side).relative_to(self.data_dir))
 
+    def stored_shas(self) -> Iterator[str]:
+        """The sha256 of every stored copy (partial files excluded), folder by folder."""
+        if not self.images_dir.is_dir():
+            return
+        for folder in sorted(self.images_dir.iterdir()):
+            if folder.is_dir() and len(folder.name) == 2:
+                yield from (p.stem for p in folder.glob("*.jpg") if SHA256.fullmatch(p.stem))
+
     def resolve(self, image_file: str) -> Path:
         """The absolute path of a copy recorded as `image_file` (relative to the data folder)."""
         return self.data_dir / image_file
@@ -143,7 +153,12 @@ class ExemplarFiles:
         """Delete partial files an interrupted add left behind."""
         return remove_partial_files(self.images_dir)
 
-    def delete(self, shas: Iterable[str]) -> None:
-        """Delete the copies of `shas` (the caller has checked no entry uses them)."""
+    def delete(self, shas: Iterable[str]) -> int:
+        """Delete the copies of `shas` (the caller has checked no entry uses them); how many existed."""
+        deleted = 0
         for sha in shas:
-            self.path(sha).unlink(missing_ok=True)
+            path = self.path(sha)
+            if path.exists():
+                path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted

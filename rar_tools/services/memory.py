@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from rar_tools.components import Components
-from rar_tools.errors import ExemplarFileError, ImageInputError, MemoryStoreError
+from rar_tools.errors import DiskFaultError, ExemplarFileError, ImageInputError, MemoryStoreError
 from rar_tools.images import LoadedImage, pixels_sha256
 from rar_tools.limits import MAX_IDS_REPORTED
 from rar_tools.regions import check_box, rar_crop
@@ -43,8 +43,9 @@ class MemoryService:
         images = request.images or []
         label = check_label(request.label)
         category, parent = optional_label(request.category, "category"), optional_label(request.parent, "parent")
-        checked = {} if request.skip_unreadable else self._load_all(request)
         encoder, store = self.components.encoder, self.components.store
+        store.check_writable(f"adding to memory {request.memory!r}")  # a refusal before any image is read
+        checked = {} if request.skip_unreadable else self._load_all(request)
         ids: list[str] = []
         added = present = 0
         skipped: list[SkippedInput] = []
@@ -59,15 +60,18 @@ class MemoryService:
                         raise
                     skipped.append(SkippedInput(source=str(images[index]), reason=str(exc)))
             if loaded:
-                outcome = store.add_images(
-                    request.memory,
-                    encoder.identity,
-                    exemplar_images(loaded, encoder.encode_images([item.image for item in loaded])),
-                    label,
-                    category,
-                    parent,
-                    max_side=self.components.settings.stored_image_side,
-                )
+                try:
+                    outcome = store.add_images(
+                        request.memory,
+                        encoder.identity,
+                        exemplar_images(loaded, encoder.encode_images([item.image for item in loaded])),
+                        label,
+                        category,
+                        parent,
+                        max_side=self.components.settings.stored_image_side,
+                    )
+                except DiskFaultError as exc:
+                    raise partial_add(exc, added + present, len(images)) from exc
                 added += len(outcome.added)
                 present += len(outcome.already_present)
                 ids += outcome.added + outcome.already_present
@@ -228,6 +232,16 @@ class Thumbnail:
     entry: str
     jpeg: bytes | None
     problem: str | None = None
+
+
+def partial_add(exc: DiskFaultError, done: int, total: int) -> DiskFaultError:
+    """The error of a batch that failed, saying how much of the call the earlier batches stored."""
+    if not done:
+        return exc
+    return DiskFaultError(
+        f"{exc}. Earlier in this call {done} of the {total} images were stored: adding the same images "
+        "again stores the rest (those stored are not stored twice)"
+    )
 
 
 def exemplar_images(loaded: Sequence[LoadedImage], embeddings) -> list:
