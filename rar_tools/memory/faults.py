@@ -12,7 +12,8 @@ import errno
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -91,3 +92,54 @@ def disk_faults(data_dir: Path, doing: str, folders: Sequence[Path] = (), then: 
         advice = f"; {then}" if then else ""
         message = f"{describe_problem(problem, data_dir, at_fault)}: {doing} failed ({reason}){advice}"
         raise DiskFaultError(message) from exc
+
+
+@dataclass(frozen=True)
+class WriteGuard:
+    """The write checks of one store: its data folder, the folders its writes change (the exemplar
+    copies' and, for an embedded index, the index's), and `read_only`, the reason its index is read
+    from a snapshot (then every write is refused)."""
+
+    data_dir: Path
+    images_dir: Path
+    index_dir: Path | None
+    read_only: Problem | None = None
+
+    def folders(self) -> list[Path]:
+        """The folders a write changes (the data folder until the images folder exists)."""
+        folders = [self.images_dir if self.images_dir.is_dir() else self.data_dir]
+        return folders + ([self.index_dir] if self.index_dir is not None else [])
+
+    def problem(self, freeing: bool = False) -> tuple[Problem, Path] | None:
+        """Why a write cannot be done now, and the folder at fault: the snapshot's reason, or a
+        read-only folder, or a full one (unless the write is `freeing` space)."""
+        if self.read_only is not None:
+            return self.read_only, self.index_dir or self.data_dir
+        for folder in self.folders():
+            problem = folder_problem(folder)
+            if problem == "read-only" or (problem == "full" and not freeing):
+                return problem, folder
+        return None
+
+    def check(self, doing: str, freeing: bool = False) -> None:
+        """Refuse `doing` with a `DiskFaultError` naming the condition when `problem` finds one."""
+        found = self.problem(freeing)
+        if found is None:
+            return
+        error = refusal(found[0], self.data_dir, found[1], doing)
+        if self.read_only is not None:
+            raise DiskFaultError(f"{error} and restart the server (its memories are served from a read-only copy)")
+        raise error
+
+    def faults(self, doing: str, then: str = "") -> AbstractContextManager[None]:
+        """`disk_faults` for a write of this store."""
+        return disk_faults(self.data_dir, doing, self.folders(), then)
+
+
+def add_failure(exc: DiskFaultError, stored: Sequence[str]) -> DiskFaultError:
+    """`exc` of a failed add, saying what it stored before failing."""
+    if not stored:
+        return DiskFaultError(f"{exc}; nothing was stored")
+    return DiskFaultError(
+        f"{exc}; {len(stored)} entries were stored before it failed: adding the same again completes the add"
+    )

@@ -16,7 +16,7 @@ from rar_tools.identity import EncoderIdentity
 from rar_tools.limits import EntryKind
 from rar_tools.locking import lock_data_dir, unlock_data_dir
 from rar_tools.memory.entries import AddOutcome, Entry, ExemplarImage, Hit, MemorySummary, NewEntry
-from rar_tools.memory.faults import Problem, disk_faults, folder_problem, refusal
+from rar_tools.memory.faults import Problem, WriteGuard, add_failure
 from rar_tools.memory.files import ExemplarFiles
 from rar_tools.memory.index import ChromaIndex, Collection, stored_identity
 from rar_tools.memory.names import entry_id
@@ -68,6 +68,8 @@ class MemoryStore:
             raise
         # Why writes are refused for as long as this store is open (a snapshot is read), or None.
         self.read_only: Problem | None = self._local.problem if self._local else None
+        chroma = self.data_dir / CHROMA_FOLDER if self._local is not None else None
+        self.guard = WriteGuard(self.data_dir, self.images_dir, chroma, self.read_only)
         # id -> (label, kind). An id is a hash of (memory, kind, content, label): this never goes stale.
         self.entry_labels: dict[str, tuple[str, EntryKind]] = {}
         # memory -> how many times entries were removed from it or it was dropped (see `generation`)
@@ -100,40 +102,14 @@ class MemoryStore:
             self._local.close()
         unlock_data_dir(self._lock)
 
-    # -- disk faults -------------------------------------------------------------------------
     def write_problem(self, freeing: bool = False) -> tuple[Problem, Path] | None:
-        """Why this store cannot write now, and the folder at fault: its snapshot's reason, or a
-        read-only or full (unless the write is `freeing` space) images or index folder."""
-        if self.read_only is not None:
-            return self.read_only, self.data_dir / CHROMA_FOLDER
-        for folder in self._written_folders():
-            problem = folder_problem(folder)
-            if problem == "read-only" or (problem == "full" and not freeing):
-                return problem, folder
-        return None
-
-    def _written_folders(self) -> list[Path]:
-        """The folders a write changes: the exemplar copies' and, for an embedded index, its own."""
-        folders = [self.images_dir if self.images_dir.is_dir() else self.data_dir]
-        if self._local is not None:
-            folders.append(self.data_dir / CHROMA_FOLDER)
-        return folders
-
-    def _faults(self, doing: str, then: str = ""):
-        """`disk_faults` for a write of this store."""
-        return disk_faults(self.data_dir, doing, self._written_folders(), then)
+        """Why this store cannot write now, and the folder at fault (see `WriteGuard.problem`)."""
+        return self.guard.problem(freeing)
 
     def check_writable(self, doing: str, freeing: bool = False) -> None:
-        """Refuse `doing` (e.g. "adding to memory 'm'"), before anything is written, when the data
-        folder cannot take it."""
-        found = self.write_problem(freeing)
-        if found is None:
-            return
-        problem, folder = found
-        error = refusal(problem, self.data_dir, folder, doing)
-        if self.read_only is not None:
-            raise DiskFaultError(f"{error} and restart the server (its memories are served from a read-only copy)")
-        raise error
+        """Refuse `doing` (e.g. "adding to memory 'm'") before anything is written, naming the data
+        folder's condition, when it cannot take the write (a removal, `freeing`, may use a full disk)."""
+        self.guard.check(doing, freeing)
 
     # -- memories ----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -185,7 +161,7 @@ class MemoryStore:
             self.check_writable(doing)
             stored: list[str] = []
             try:
-                with self._faults(doing):
+                with self.guard.faults(doing):
                     collection = self.index.get_or_create(name, identity)
                     return self._store_entries(name, collection, entries, stored)
             except DiskFaultError as exc:
@@ -212,7 +188,7 @@ class MemoryStore:
             created: set[str] = set()  # copies this call wrote
             stored: list[str] = []  # entry ids it stored
             try:
-                with self._faults(doing):
+                with self.guard.faults(doing):
                     for image in images:
                         entries.append(self._image_entry(image, label, category, parent, max_side, created))
                     if collection is None:
@@ -269,7 +245,7 @@ class MemoryStore:
             targets = self.index.metadata_by_id(collection, list(dict.fromkeys(ids))) if ids else {}
             if label is not None:
                 targets.update(self.index.metadata_of_label(collection, label))
-            with self._faults(doing, then="removing the same again completes it"):
+            with self.guard.faults(doing, then="removing the same again completes it"):
                 self.index.delete(collection, list(targets))
             for removed in targets:
                 self.entry_labels.pop(removed, None)
@@ -288,7 +264,7 @@ class MemoryStore:
             count = collection.count()
             pages = self.index.pages(collection)
             shas = {m["sha256"] for _, page in pages for m in page if m.get("image_file")}
-            with self._faults(doing):
+            with self.guard.faults(doing):
                 self.index.drop(name)
             self._next_generation(name)
             self._delete_unused_after(doing, shas)
@@ -416,12 +392,3 @@ class MemoryStore:
             if path is not None and path.is_file():
                 return path
         return None
-
-
-def add_failure(exc: DiskFaultError, stored: Sequence[str]) -> DiskFaultError:
-    """`exc` of a failed add, saying what it stored before failing."""
-    if not stored:
-        return DiskFaultError(f"{exc}; nothing was stored")
-    return DiskFaultError(
-        f"{exc}; {len(stored)} entries were stored before it failed: adding the same again completes the add"
-    )
