@@ -218,4 +218,6 @@ def run_server(tools: RarTools) -> None:
         log.info("serving MCP over streamable HTTP at http://%s:%d/mcp", s.host, s.port)
         server.run("streamable-http", host=s.host, port=s.port, max_request_body_size=s.http_max_request_bytes)
     else:
-        server.run("stdio")
+        from rar_tools.stdio_transport import serve_stdio
+
+        anyio.run(serve_stdio, server)
