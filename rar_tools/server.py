@@ -16,6 +16,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 
 from rar_tools import __version__
 from rar_tools.errors import RarToolsError
+from rar_tools.http_auth import auth_settings, refuse_read_only_token
 from rar_tools.lazy import BackgroundModel
 from rar_tools.mcp_extras import register_prompts, register_resources
 from rar_tools.requests import OPERATIONS, ProgressFn, Request
@@ -160,6 +162,7 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
 
     async def tool(ctx: Context, **arguments: Any) -> Any:
         try:
+            refuse_read_only_token(spec.name, bool(spec.annotations.read_only_hint))
             request = spec.request.validated(arguments)
         except RarToolsError as exc:
             raise ToolError(str(exc)) from exc
@@ -187,15 +190,25 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
     return tool
 
 
-def create_server(tools: RarTools) -> MCPServer:
-    """An MCP server exposing `tools`; models start loading when the server starts."""
+def create_server(tools: RarTools, token_verifier: TokenVerifier | None = None) -> MCPServer:
+    """An MCP server exposing `tools`; models start loading when the server starts. With
+    `token_verifier` (HTTP only), every request needs a bearer token it accepts."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[RarTools]:
         tools.start_loading()
         yield tools
 
-    mcp = MCPServer("rar-tools", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+    s = tools.settings
+    auth = auth_settings(s.host, s.port) if token_verifier is not None else None
+    mcp = MCPServer(
+        "rar-tools",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        token_verifier=token_verifier,
+        auth=auth,
+    )
     for spec in tool_specs(tools):
         description = inspect.cleandoc(spec.request.__doc__ or "")
         mcp.add_tool(
@@ -212,12 +225,14 @@ def create_server(tools: RarTools) -> MCPServer:
 
 def run_server(tools: RarTools) -> None:
     """Serve over stdio (the default) or streamable HTTP, as the settings say."""
-    server = create_server(tools)
     s = tools.settings
     if s.transport == "http":
-        log.info("serving MCP over streamable HTTP at http://%s:%d/mcp", s.host, s.port)
-        server.run("streamable-http", host=s.host, port=s.port, max_request_body_size=s.http_max_request_bytes)
-    else:
-        from rar_tools.stdio_transport import serve_stdio
+        from rar_tools.http_auth import HashedTokenVerifier, read_token_file
+        from rar_tools.http_transport import serve_http
 
-        anyio.run(serve_stdio, server)
+        verifier = HashedTokenVerifier(read_token_file(s.auth_token_file)) if s.auth_token_file else None
+        serve_http(create_server(tools, verifier), s)
+        return
+    from rar_tools.stdio_transport import serve_stdio
+
+    anyio.run(serve_stdio, create_server(tools))

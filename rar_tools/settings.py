@@ -116,6 +116,37 @@ class Settings(BaseSettings):
     model_wait_timeout: float = Field(600.0, gt=0, description="seconds a tool call waits for models to load")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="stderr log level")
 
+    # HTTP transport security: bearer tokens, accepted Host and Origin headers
+    auth_token_file: Path | None = Field(
+        None,
+        description="with --transport http: accept only bearer tokens whose SHA-256 this file lists, one per "
+        "line, 'read-only' after a token limited to read-only tools (add one with `rar-tools token`)",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="with --transport http: a Host header to accept besides the local ones, as a reverse proxy "
+        "forwards it, e.g. mcp.example.com or mcp.example.com:* (repeatable; env: comma-separated)",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="with --transport http: an Origin header to accept besides the local ones, e.g. "
+        "https://app.example.com (repeatable; env: comma-separated)",
+    )
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def split_names(cls, value: Any) -> Any:
+        """From the environment: a JSON list, or names joined by commas."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{text[:60]!r} is not a JSON list ({exc})") from exc
+        return [part.strip() for part in text.split(",") if part.strip()]
+
     @field_validator("allow_dir", mode="before")
     @classmethod
     def split_folders(cls, value: Any) -> Any:
