@@ -22,6 +22,20 @@ def default_data_dir() -> Path:
     return Path(base) / "rar-tools" / "memories"
 
 
+def environment_list(value: Any, separator: str, what: str) -> Any:
+    """A list setting given as one string (an environment variable): a JSON list, or items joined by
+    `separator`; anything else is left to pydantic."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{text[:60]!r} is not a JSON list of {what} ({exc})") from exc
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
 class Settings(BaseSettings):
     """Configuration of the encoder, the memory store, the ranker and the server."""
 
@@ -137,29 +151,13 @@ class Settings(BaseSettings):
     @classmethod
     def split_names(cls, value: Any) -> Any:
         """From the environment: a JSON list, or names joined by commas."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{text[:60]!r} is not a JSON list ({exc})") from exc
-        return [part.strip() for part in text.split(",") if part.strip()]
+        return environment_list(value, ",", "names")
 
     @field_validator("allow_dir", mode="before")
     @classmethod
     def split_folders(cls, value: Any) -> Any:
         """From the environment: a JSON list, or folders joined by os.pathsep (':' or ';')."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{text[:60]!r} is not a JSON list of folders ({exc})") from exc
-        return [part for part in text.split(os.pathsep) if part.strip()]
+        return environment_list(value, os.pathsep, "folders")
 
     @field_validator("allow_dir")
     @classmethod

@@ -5,6 +5,8 @@ serves its memories for reading."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +49,22 @@ def make_tools(data_dir: Path, clip_model: str, **settings) -> RarTools:
     return RarTools(Settings(data_dir=data_dir, clip_model=clip_model, no_ranker=True, **settings))
 
 
+@contextmanager
+def holding(tmp_path: Path, clip_model: str, count: int, side: int = 500, **settings) -> Iterator[RarTools]:
+    """Tools on `tmp_path/data` whose memory 'm' holds `count` exemplar images of label 'a'; closed after."""
+    tools = make_tools(tmp_path / "data", clip_model, **settings)
+    tools.add_images("m", noise_images(tmp_path / "in", count, side), "a")
+    try:
+        yield tools
+    finally:
+        tools.close()
+
+
 @pytest.fixture
-def four_stored(tmp_path: Path, clip_model: str) -> RarTools:
+def four_stored(tmp_path: Path, clip_model: str) -> Iterator[RarTools]:
     """Tools whose memory 'm' holds four exemplar images of label 'a'."""
-    tools = make_tools(tmp_path / "data", clip_model)
-    tools.add_images("m", noise_images(tmp_path / "in", 4), "a")
-    yield tools
-    tools.close()
+    with holding(tmp_path, clip_model, 4) as tools:
+        yield tools
 
 
 # -- a read-only images folder ------------------------------------------------------------------
@@ -93,13 +104,10 @@ async def test_the_tools_name_a_read_only_data_folder(four_stored: RarTools, tmp
 
 # -- a full disk --------------------------------------------------------------------------------
 @pytest.fixture
-def small_images_disk(tmp_path: Path, clip_model: str) -> RarTools:
+def small_images_disk(tmp_path: Path, clip_model: str) -> Iterator[RarTools]:
     """Tools whose `images/` folder is a 5 MiB tmpfs holding one exemplar of memory 'm'."""
-    with small_disk(tmp_path / "data" / "images", "5m"):
-        tools = make_tools(tmp_path / "data", clip_model, batch_size=64)
-        tools.add_images("m", noise_images(tmp_path / "in", 1), "a")
+    with small_disk(tmp_path / "data" / "images", "5m"), holding(tmp_path, clip_model, 1, batch_size=64) as tools:
         yield tools
-        tools.close()
 
 
 def test_an_add_that_fills_the_disk_half_way_stores_nothing_and_leaves_no_file(
@@ -145,10 +153,8 @@ def test_a_batch_failing_half_way_through_a_call_says_what_earlier_batches_store
 # -- an index folder that cannot be written when the store opens --------------------------------
 def stored_then_closed(tmp_path: Path, clip_model: str) -> Path:
     """A data folder whose memory 'm' holds two exemplars, no longer open."""
-    tools = make_tools(tmp_path / "data", clip_model)
-    tools.add_images("m", noise_images(tmp_path / "in", 2, side=32), "a")
-    tools.close()
-    return tmp_path / "data"
+    with holding(tmp_path, clip_model, 2, side=32):
+        return tmp_path / "data"
 
 
 @pytest.mark.anyio

@@ -3,7 +3,8 @@
 A copy is named by the sha256 of its source (`images/ab/abcd....jpg`), so one picture stored under
 several labels or in several memories is one file. A copy is written to a temporary file
 (`PARTIAL_PREFIX`), fsynced and renamed into place, and its folder is fsynced, before any entry
-points at it; a killed process leaves at most a partial file, which the next store tidies away.
+points at it; a killed process leaves at most a partial file, which the next store tidies away, or a
+copy no entry references, which the next store collects (`orphans`).
 """
 
 from __future__ import annotations
