@@ -55,6 +55,8 @@ def open_regular_file(resolved: Path, shown: str) -> int:
     other than a regular file (`shown` names it)."""
     if not CAN_WALK:  # no O_NOFOLLOW / dir_fd (Windows): open by name
         return checked_regular(os.open(resolved, os.O_RDONLY | getattr(os, "O_BINARY", 0)), shown)
+    if len(resolved.parts) < 2:  # the root folder itself
+        raise ImageInputError(f"image path {shown} is not a file: it is a folder")
     *folders, name = resolved.parts[1:]
     parent = os.open(resolved.anchor, WALK_FLAGS)
     try:

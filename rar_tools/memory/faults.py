@@ -35,13 +35,15 @@ def free_bytes(folder: Path) -> int:
 
 
 def folder_problem(folder: Path) -> Problem | None:
-    """Why files cannot be written in `folder` (an existing folder), or None if they can."""
-    read_only_mount = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    if read_only_mount or not os.access(folder, os.W_OK | os.X_OK):
+    """Why files cannot be written in `folder` (an existing folder), or None if they can. A folder
+    this process cannot even look at counts as read-only."""
+    try:
+        read_only_mount = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        if read_only_mount or not os.access(folder, os.W_OK | os.X_OK):
+            return "read-only"
+        return "full" if free_bytes(folder) < MIN_FREE_BYTES else None
+    except OSError:
         return "read-only"
-    if free_bytes(folder) < MIN_FREE_BYTES:
-        return "full"
-    return None
 
 
 def problem_of(exc: BaseException) -> Problem | None:
@@ -107,7 +109,7 @@ class WriteGuard:
 
     def folders(self) -> list[Path]:
         """The folders a write changes (the data folder until the images folder exists)."""
-        folders = [self.images_dir if self.images_dir.is_dir() else self.data_dir]
+        folders = [self.images_dir if os.path.isdir(self.images_dir) else self.data_dir]
         return folders + ([self.index_dir] if self.index_dir is not None else [])
 
     def problem(self, freeing: bool = False) -> tuple[Problem, Path] | None:

@@ -44,8 +44,8 @@ class MemoryService:
         label = check_label(request.label)
         category, parent = optional_label(request.category, "category"), optional_label(request.parent, "parent")
         encoder, store = self.components.encoder, self.components.store
-        store.check_writable(f"adding to memory {request.memory!r}")  # a refusal before any image is read
         checked = {} if request.skip_unreadable else self._load_all(request)
+        store.check_writable(f"adding to memory {request.memory!r}")  # before any batch is stored
         ids: list[str] = []
         added = present = 0
         skipped: list[SkippedInput] = []
