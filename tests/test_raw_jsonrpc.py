@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +41,12 @@ class RawServer:
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
         )
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=self._read_lines, daemon=True).start()
+
+    def _read_lines(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
 
     def send(self, line: str) -> None:
         self.process.stdin.write(line.encode() + b"\n")
@@ -49,12 +56,10 @@ class RawServer:
         """The next message answering `request_id` (notifications in between are skipped)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
+            try:
+                message = json.loads(self.lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
                 break
-            line = self.process.stdout.readline()
-            assert line, "the server closed stdout"
-            message = json.loads(line)
             if message.get("id") == request_id:
                 return message
         raise AssertionError(f"request {request_id} was not answered within {timeout} s")
