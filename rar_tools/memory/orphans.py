@@ -10,6 +10,7 @@ deletes the unreferenced ones and logs how many.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from itertools import islice
@@ -40,15 +41,17 @@ class OrphanCollection:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rar-tools orphan collection", daemon=True)
         self._thread.start()
+        atexit.register(self.stop)  # never cut off inside a Chroma call when the interpreter exits
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the pass to end; True if it has."""
         return self._done.wait(timeout)
 
     def stop(self) -> None:
-        """End the pass after the chunk in hand (the store is closing)."""
+        """End the pass after the chunk in hand (the store is closing, or the process exiting)."""
         self._stop.set()
         self._thread.join()
+        atexit.unregister(self.stop)
 
     def _run(self) -> None:
         try:
