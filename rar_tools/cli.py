@@ -268,6 +268,19 @@ def add_eval_flags(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def cmd_token(tools, args) -> None:
+    """Make a bearer token for `serve --transport http --auth-token-file FILE`."""
+    from rar_tools.http_auth import create_token
+
+    path = tools.settings.auth_token_file
+    if path is None:
+        raise RarToolsError("give --auth-token-file FILE: the file the server reads the token hashes from")
+    token = create_token(Path(path), args.read_only)
+    kind = "read-only token" if args.read_only else "token"
+    print(f"rar-tools: added a {kind} to {path}; it is shown only now, keep it secret:", file=sys.stderr)
+    print(token)
+
+
 def cmd_bench(tools, args) -> None:
     from rar_tools.bench import run_bench
     from rar_tools.bench.config import config_from
@@ -322,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
             AFTERWARDS[name][0](sub)
 
     command("vocabularies", cmd_vocabularies, "list the shipped label lists (for add-labels --vocabulary)", False)
+    token = command(
+        "token", cmd_token, "make a bearer token for the HTTP transport (its hash goes to --auth-token-file)", False
+    )
+    token.add_argument("--read-only", action="store_true", help="the token may call only the read-only tools")
     evaluation = command(
         "eval",
         cmd_eval,

@@ -52,6 +52,7 @@ from rar_tools.validation import (
     check_detector_threshold,
     check_entry_ids,
     check_int,
+    check_label,
     check_max_boxes,
     check_optional_boxes,
     check_queries,
@@ -313,7 +314,9 @@ class RemoveRequest(Request):
         Cli(flag="--id", repeat=True),
     ] = None
     label: Annotated[
-        str | None, Field(max_length=limits.MAX_LABEL_CHARS, description="remove every entry of this label")
+        str | None,
+        Field(max_length=limits.MAX_LABEL_CHARS, description="remove every entry of this label"),
+        BeforeValidator(lambda value: None if value is None else check_label(value)),  # as labels are stored
     ] = None
 
     @model_validator(mode="after")

@@ -26,6 +26,20 @@ def default_data_dir() -> Path:
     return Path(base) / "rar-tools" / "memories"
 
 
+def environment_list(value: Any, separator: str, what: str) -> Any:
+    """A list setting given as one string (an environment variable): a JSON list, or items joined by
+    `separator`; anything else is left to pydantic."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{text[:60]!r} is not a JSON list of {what} ({exc})") from exc
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
 class Settings(BaseSettings):
     """Configuration of the encoder, the memory store, the ranker and the server."""
 
@@ -147,19 +161,34 @@ class Settings(BaseSettings):
         0.3, ge=-1.0, le=1.0, description="the same for memories of exemplar images only (text-image similarity)"
     )
 
+    # HTTP transport security: bearer tokens, accepted Host and Origin headers
+    auth_token_file: Path | None = Field(
+        None,
+        description="with --transport http: accept only bearer tokens whose SHA-256 this file lists, one per "
+        "line, 'read-only' after a token limited to read-only tools (add one with `rar-tools token`)",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="with --transport http: a Host header to accept besides the local ones, as a reverse proxy "
+        "forwards it, e.g. mcp.example.com or mcp.example.com:* (repeatable; env: comma-separated)",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="with --transport http: an Origin header to accept besides the local ones, e.g. "
+        "https://app.example.com (repeatable; env: comma-separated)",
+    )
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def split_names(cls, value: Any) -> Any:
+        """From the environment: a JSON list, or names joined by commas."""
+        return environment_list(value, ",", "names")
+
     @field_validator("allow_dir", mode="before")
     @classmethod
     def split_folders(cls, value: Any) -> Any:
         """From the environment: a JSON list, or folders joined by os.pathsep (':' or ';')."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{text[:60]!r} is not a JSON list of folders ({exc})") from exc
-        return [part for part in text.split(os.pathsep) if part.strip()]
+        return environment_list(value, os.pathsep, "folders")
 
     @field_validator("allow_dir")
     @classmethod
