@@ -132,9 +132,18 @@ async def fetch(url: str, max_bytes: int) -> bytes:
     raise ImageInputError(f"image URL {describe(url)} redirected more than {MAX_REDIRECTS} times")
 
 
+def url_scheme(url: str) -> str:
+    """The scheme of `url` in lower case (`http`, `file`, ...), or "" when it names none."""
+    return url.split(":", 1)[0].lower() if ":" in url else ""
+
+
+def is_web_url(source: str) -> bool:
+    """Whether `source` is an http(s) URL (in any letter case)."""
+    return url_scheme(source) in URL_SCHEMES
+
+
 def check_url_scheme(url: str) -> None:
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme not in URL_SCHEMES:
+    if not is_web_url(url):
         raise ImageInputError(f"image URL {describe(url)} is not http(s); only http and https URLs are fetched")
 
 

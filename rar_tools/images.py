@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from rar_tools.access import fetch_image_url, open_regular_file, resolve_allowed
+from rar_tools.access import fetch_image_url, is_web_url, open_regular_file, resolve_allowed
 from rar_tools.errors import ImageInputError, describe
 from rar_tools.memory.files import PARTIAL_PREFIX, store_image, stored_image_path  # noqa: F401 (moved; re-exported)
 
@@ -77,7 +77,7 @@ def read_image_bytes(source: str, limits: ImageLimits) -> tuple[bytes, str | Non
         return decode_base64(source, limits), None
     if source.startswith(("/", "~", "file://")) or re.match(r"^[A-Za-z]:[\\/]", source):
         return read_file(source, limits)
-    if source.lower().startswith(("http://", "https://")):
+    if is_web_url(source):
         if not limits.allow_urls:
             raise ImageInputError(
                 "image URLs are not fetched (the server was not started with --allow-urls): "
@@ -144,9 +144,8 @@ def decode_base64(text: str, limits: ImageLimits) -> bytes:
     text = "".join(text.split())
     if len(text) * 3 // 4 > limits.max_bytes:
         raise ImageInputError(f"base64 image is over the limit of {limits.max_bytes} bytes")
-    altchars = b"-_" if ("-" in text or "_" in text) else None
-    try:
-        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=altchars, validate=True)
+    try:  # "-" and "_" read as "+" and "/": both alphabets (and a mixture) decode
+        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageInputError(f"image is not valid base64 ({exc})") from exc
     if not data:
@@ -186,7 +185,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = grey_to_8_bits(image)
     if image.mode == "P":
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:  # alpha, or a colour key
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
@@ -210,7 +209,7 @@ def grey_to_8_bits(image: Image.Image) -> Image.Image:
 def load_image(source: str, limits: ImageLimits = ImageLimits()) -> LoadedImage:
     """Read and decode one image argument; every failure is an `ImageInputError` naming the problem."""
     data, path = read_image_bytes(source, limits)
-    kind = "image URL" if path and path.lower().startswith(("http://", "https://")) else "image file"
+    kind = "image URL" if path and is_web_url(path) else "image file"
     name = f"{kind} {describe(path)}" if path else "image data"
     image = decode_image(data, limits, name)
     return LoadedImage(image=image, sha256=hashlib.sha256(data).hexdigest(), source_path=path)

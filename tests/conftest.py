@@ -267,3 +267,13 @@ def tiny_ranker_dirs(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFac
         "qwen3_vl": write_tiny_qwen3vl(out / "qwen3-vl"),
         "gemma3": write_tiny_gemma3(out / "gemma3"),
     }
+
+
+MODEL_FIXTURES = frozenset({"tiny_models_dir", "clip_model"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that load tiny checkpoints `models`, so `-m "not models"` runs the fast rest."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)

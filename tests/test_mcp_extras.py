@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from PIL import Image
 
 from rar_tools.api import RarTools
@@ -150,7 +151,7 @@ async def test_the_resource_of_a_missing_or_damaged_exemplar_says_so(filled, ima
 
 async def test_unknown_memory_resource_is_an_error(filled) -> None:
     async with Client(create_server(filled)) as client:
-        with pytest.raises(Exception, match="does not exist"):
+        with pytest.raises(MCPError, match="does not exist"):
             await client.read_resource("memory://nothing-here")
 
 

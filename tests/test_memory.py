@@ -14,7 +14,7 @@ from PIL import Image
 
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.errors import EncoderMismatchError, MemoryStoreError
+from rar_tools.errors import EncoderMismatchError, ImageInputError, MemoryStoreError
 from rar_tools.memory import KINDS_KEY, Entry, ExemplarImage, MemoryStore, NewEntry, check_memory_name, entry_id
 
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=4)
@@ -79,7 +79,7 @@ def test_same_image_with_another_label_is_a_new_entry(tools: RarTools, image_fol
 
 def test_one_bad_image_stores_nothing(tools: RarTools, image_folder: Path) -> None:
     good = str(image_folder / "red" / "0.png")
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(ImageInputError, match="does not exist"):
         tools.add_images("birds", [good, str(image_folder / "missing.png")], "cardinal")
     assert "birds" not in tools.store.names()
     assert not (tools.store.images_dir).exists() or not list(tools.store.images_dir.rglob("*.jpg"))
