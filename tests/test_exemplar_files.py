@@ -47,6 +47,22 @@ def test_a_stored_copy_is_a_quality_92_jpeg_bounded_to_max_side(tmp_path: Path) 
         assert stored.quantization == quantization_at(92)
 
 
+def test_a_stored_copy_is_the_lanczos_reduction_saved_as_jpeg(tmp_path: Path) -> None:
+    loaded = picture((300, 200))
+    reduced = loaded.image.copy()
+    reduced.thumbnail((150, 150), Image.Resampling.LANCZOS)
+    expected = io.BytesIO()
+    reduced.save(expected, format="JPEG", quality=92)
+    assert store_image(tmp_path, loaded, max_side=150).read_bytes() == expected.getvalue()
+
+
+def test_copies_sharing_a_folder_are_both_kept(tmp_path: Path) -> None:
+    first = store_image(tmp_path, picture(seed=1), max_side=32)
+    other = LoadedImage(picture(seed=2).image, "ab" + "34" * 31, None)
+    second = store_image(tmp_path, other, max_side=32)
+    assert first.parent == second.parent and first.is_file() and second.is_file()
+
+
 def test_an_existing_copy_is_reused_not_rewritten(tmp_path: Path) -> None:
     first = store_image(tmp_path, picture(seed=1), max_side=64)
     written = first.read_bytes()
@@ -66,6 +82,21 @@ def test_a_thumbnail_is_a_small_jpeg_of_the_stored_copy(tmp_path: Path) -> None:
         assert (thumb.format, thumb.size, thumb.quantization) == ("JPEG", (60, 40), quantization_at(50))
     with Image.open(io.BytesIO(thumbnail_jpeg(path))) as default:
         assert (default.size, default.quantization) == ((128, 85), quantization_at(80))
+
+
+def test_a_thumbnail_of_a_grey_file_is_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "grey.jpg"
+    Image.new("L", (40, 20), 90).save(path)
+    with Image.open(io.BytesIO(thumbnail_jpeg(path, max_side=20))) as thumb:
+        assert (thumb.mode, thumb.size) == ("RGB", (20, 10))
+
+
+def test_every_partial_file_is_counted(tmp_path: Path) -> None:
+    for folder, name in (("ab", "x"), ("ab", "y"), ("cd", "z")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / f"{PARTIAL_PREFIX}{name}.jpg").write_bytes(b"")
+    assert remove_partial_files(tmp_path) == 3
+    assert list(tmp_path.rglob("*.jpg")) == []
 
 
 def test_partial_files_are_removed_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

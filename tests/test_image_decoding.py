@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -111,6 +112,35 @@ def test_palette_with_alpha_is_composited_on_white() -> None:
     assert list(np.asarray(to_rgb(image)).reshape(-1, 3).tolist()) == [[255, 255, 255], [200, 100, 50]]
 
 
+def test_a_palette_with_alpha_entries_is_composited_on_white() -> None:
+    image = Image.new("P", (2, 1))
+    image.putpalette([9, 9, 9, 0, 200, 100, 50, 255], "RGBA")
+    image.putdata([0, 1])
+    assert list(np.asarray(to_rgb(image)).reshape(-1, 3).tolist()) == [[255, 255, 255], [200, 100, 50]]
+
+
+def test_little_endian_sixteen_bit_grey_is_scaled() -> None:
+    image = Image.new("I;16L", (2, 1))
+    image.putpixel((1, 0), 25950)
+    assert list(np.asarray(to_rgb(image)).reshape(-1, 3).tolist()) == [[0, 0, 0], [100, 100, 100]]
+
+
+def grey_tiff_with_two_x_resolutions() -> bytes:
+    """A 1x1 grey TIFF (value 128) whose XResolution tag holds two values: Pillow decodes it with a warning.
+    Header 8 bytes, directory 2 + 10 x 12 + 4: the two resolutions at byte 134, the pixel at 150."""
+    tags = [(256, 4, 1, 1), (257, 4, 1, 1), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1)]
+    tags += [(273, 4, 1, 150), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, 1, 1), (282, 5, 2, 134)]
+    directory = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *tag) for tag in tags) + b"\0" * 4
+    return b"II*\x00" + struct.pack("<I", 8) + directory + struct.pack("<IIII", 72, 1, 300, 1) + b"\x80"
+
+
+def test_pillows_notes_on_odd_metadata_neither_escape_nor_refuse() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that escaped would fail here
+        image = decode_image(grey_tiff_with_two_x_resolutions(), ImageLimits())
+    assert image.getpixel((0, 0)) == (128, 128, 128)
+
+
 def test_grey_colour_key_becomes_white(tmp_path: Path) -> None:
     image = Image.new("L", (2, 1))
     image.putdata([50, 80])
@@ -186,23 +216,23 @@ def test_base64_needs_sixteen_characters() -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("  ", "image is empty: give an absolute file path, base64 data or a data: URL"),
+        ("  ", r"image is empty: give an absolute file path, base64 data or a data: URL"),
         (
             "http://example.com/bird.jpg",
-            "image URLs are not fetched (the server was not started with --allow-urls): "
-            "give an absolute file path, base64 or a data: URL",
+            r"image URLs are not fetched \(the server was not started with --allow-urls\): "
+            r"give an absolute file path, base64 or a data: URL",
         ),
-        ("HTTPS://example.com/bird.jpg", "image URLs are not fetched"),
+        ("HTTPS://example.com/bird.jpg", r"image URLs are not fetched .*"),
         (
             "relative/bird.png",
-            "image 'relative/bird.png' is neither an absolute file path nor base64 data nor a data: URL",
+            r"image 'relative/bird.png' is neither an absolute file path nor base64 data nor a data: URL",
         ),
-        ("c:/birds/jay.png", "image path 'c:/birds/jay.png' is not absolute"),
-        ("/tmp/a\x00b.png", "image path '/tmp/a\\x00b.png' contains a NUL character"),
-        ("~nosuchuser4rar/bird.png", "image path '~nosuchuser4rar/bird.png' cannot be expanded ("),
-        ("data:;base64," + "A" * 20, "data URL has type 'none'; only image/* data URLs are accepted"),
-        ("data:image/png;base64,", "base64 image decodes to zero bytes"),
-        ("/" + "a" * 300 + ".png", "cannot be read: File name too long"),
+        ("c:/birds/jay.png", r"image path 'c:/birds/jay.png' is not absolute"),
+        ("/tmp/a\x00b.png", r"image path '/tmp/a\\x00b.png' contains a NUL character"),
+        ("~nosuchuser4rar/bird.png", r"image path '~nosuchuser4rar/bird.png' cannot be expanded \(.+\)"),
+        ("data:;base64," + "A" * 20, r"data URL has type 'none'; only image/\* data URLs are accepted"),
+        ("data:image/png;base64,", r"base64 image decodes to zero bytes"),
+        ("/" + "a" * 300 + ".png", r"image file '/a+\.\.\. \(305 chars\)' cannot be read: File name too long"),
     ],
     ids=[
         "blank",
@@ -218,9 +248,8 @@ def test_base64_needs_sixteen_characters() -> None:
     ],
 )
 def test_a_refused_source_gets_a_message_naming_it(source: str, message: str) -> None:
-    with pytest.raises(ImageInputError) as refused:
+    with pytest.raises(ImageInputError, match=f"^{message}$"):
         load_image(source)
-    assert message in str(refused.value)
 
 
 def test_a_folder_is_named_as_such(tmp_path: Path) -> None:
