@@ -203,7 +203,10 @@ def grey_to_8_bits(image: Image.Image) -> Image.Image:
         top = 65535.0
     else:
         top = 255.0
-    return Image.fromarray(np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8), "L")
+    scaled = array / top * 255.0
+    if top == 1.0:  # fractions round to the nearest level; wider values are cut to their level, as before
+        scaled = scaled.round()
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
 
 
 def load_image(source: str, limits: ImageLimits = ImageLimits()) -> LoadedImage:
