@@ -20,6 +20,7 @@ from rar_tools.components import Components
 from rar_tools.images import LoadedImage
 from rar_tools.requests import (
     AddRequest,
+    DescribeRegionsRequest,
     DetectRequest,
     ListRequest,
     RankCandidatesRequest,
@@ -29,6 +30,7 @@ from rar_tools.requests import (
     Request,
     RetrieveRegionsRequest,
     RetrieveRequest,
+    SegmentRequest,
 )
 from rar_tools.schemas import (
     AddResult,
@@ -40,12 +42,15 @@ from rar_tools.schemas import (
     RemoveResult,
     RetrieveResult,
 )
+from rar_tools.services.description import DescriptionService
 from rar_tools.services.detection import DetectionService
 from rar_tools.services.memory import MemoryService
 from rar_tools.services.recognition import RecognitionService
 from rar_tools.services.search import SearchService
+from rar_tools.services.segmentation import SegmentationService
 from rar_tools.settings import Settings
 from rar_tools.validation import check_label
+from rar_tools.vision_schemas import DescribeResult, SegmentResult
 
 if TYPE_CHECKING:
     from rar_tools.memory import MemoryStore
@@ -87,8 +92,10 @@ class RarTools:
         self.components = Components(settings, store=store)
         self.memories = MemoryService(self.components)
         self.searching = SearchService(self.components)
-        self.recognition = RecognitionService(self.components, self.searching)
+        self.describing = DescriptionService(self.components, self.searching)
+        self.recognition = RecognitionService(self.components, self.searching, self.describing)
         self.detection = DetectionService(self.components)
+        self.segmentation = SegmentationService(self.components)
         self.settings = self.components.settings
 
     # -- components --------------------------------------------------------------------------------
@@ -137,6 +144,7 @@ class RarTools:
     describe_memory = property(lambda self: self.memories.describe_memory, doc="one memory's counts and encoder")
     exemplar_file = property(lambda self: self.memories.exemplar_file, doc="the stored file of an exemplar")
     exemplar_thumbnails = property(lambda self: self.memories.exemplar_thumbnails, doc="candidates' thumbnails")
+    exemplar_jpeg = property(lambda self: self.memories.exemplar_jpeg, doc="an exemplar's stored copy, checked")
     retrieve_embedding = property(lambda self: self.searching.retrieve_embedding, doc="retrieve by embedding")
     rank_loaded = property(lambda self: self.recognition.rank_loaded, doc="rank names for a decoded image")
 
@@ -190,6 +198,16 @@ class RarTools:
     def detect(self, request: DetectRequest) -> DetectResult:
         """Boxes for text queries from the open-vocabulary detector (loaded on first use)."""
         return self.detection.detect(request)
+
+    @takes(SegmentRequest)
+    def segment(self, request: SegmentRequest) -> SegmentResult:
+        """Masks for labels without training (CLIP as RNN), in the image or inside boxes."""
+        return self.segmentation.segment(request)
+
+    @takes(DescribeRegionsRequest)
+    def describe_regions(self, request: DescribeRegionsRequest) -> DescribeResult:
+        """Caption, attributes and a proposed phrase|category|parent label per box, from the MLLM."""
+        return self.describing.describe_regions(request)
 
 
 __all__ = ["RarTools", "check_label"]

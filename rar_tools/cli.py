@@ -19,10 +19,13 @@ from pydantic import BaseModel, ValidationError
 
 from rar_tools import render
 from rar_tools.cli_flags import add_request_flags, add_settings_flags, request_arguments, settings_from
+from rar_tools.cli_masks import add_mask_flags, write_masks
 from rar_tools.errors import RarToolsError
 from rar_tools.images import IMAGE_SUFFIXES
+from rar_tools.label_lists import read_label_file, vocabularies, vocabulary_file
 from rar_tools.requests import (
     AddRequest,
+    DescribeRegionsRequest,
     DetectRequest,
     ListRequest,
     RankCandidatesRequest,
@@ -31,10 +34,10 @@ from rar_tools.requests import (
     RemoveRequest,
     Request,
     RetrieveRequest,
+    SegmentRequest,
 )
-from rar_tools.settings import PROJECT_MEMORIES
+from rar_tools.settings import Settings
 
-VOCABULARY_DIR = PROJECT_MEMORIES / "vocabularies"
 ADD_FIELDS = ["memory", "images", "label", "category", "parent", "box", "box_normalized"]
 ADD_LABEL_FIELDS = ["memory", "labels", "category", "parent"]
 
@@ -67,6 +70,22 @@ OPERATIONS: dict[str, tuple[str, type[Request], str, Callable[[Any], str]]] = {
         "remove",
         lambda r: f"removed {r.removed} entries; {r.count} left in {r.memory!r}",
     ),
+    "segment": (
+        "label masks without training (CLIP as RNN)",
+        SegmentRequest,
+        "segment",
+        render.render_segmentation,
+    ),
+    "describe-regions": (
+        "caption, attributes and a proposed label per box, from the MLLM",
+        DescribeRegionsRequest,
+        "describe_regions",
+        render.render_descriptions,
+    ),
+}
+# command: its extra flags, and what runs once its result is printed (request, result)
+AFTERWARDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., None]]] = {
+    "segment": (add_mask_flags, write_masks),
 }
 
 
@@ -88,35 +107,6 @@ def folder_images(folder: Path) -> dict[str, list[str]]:
     return found
 
 
-def read_label_file(path: Path) -> list[tuple[str, str | None, str | None]]:
-    """Lines of `label`, `label|category` or `label|category|parent`; '#' starts a comment."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = [p.strip() or None for p in line.split("|")]
-        if len(parts) > 3 or parts[0] is None:
-            raise RarToolsError(f"{path}: bad line {line!r}; expected label|category|parent")
-        parts += [None] * (3 - len(parts))
-        rows.append((parts[0], parts[1], parts[2]))
-    return rows
-
-
-def vocabularies(folder: Path = VOCABULARY_DIR) -> dict[str, Path]:
-    """The shipped label lists: {name: file}, from `memories/vocabularies/NAME.txt`."""
-    return {path.stem: path for path in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
-
-
-def vocabulary_file(name: str, folder: Path = VOCABULARY_DIR) -> Path:
-    """The file of a shipped vocabulary; refuses unknown names, listing the known ones."""
-    known = vocabularies(folder)
-    if name not in known:
-        listed = ", ".join(known) or f"none (no folder {folder})"
-        raise RarToolsError(f"unknown vocabulary {name!r}; shipped vocabularies: {listed}")
-    return known[name]
-
-
 # -- commands ---------------------------------------------------------------------------------
 def cmd_serve(tools, args) -> None:
     from rar_tools.server import run_server
@@ -128,8 +118,11 @@ def cmd_serve(tools, args) -> None:
 def cmd_operation(tools, args) -> None:
     """Any command of `OPERATIONS`: its flags become the request, the API runs it."""
     _, request_type, method, show = OPERATIONS[args.command]
-    result = getattr(tools, method)(**request_arguments(args, request_type, request_type.fields_on("cli")))
+    request = request_type.from_call(**request_arguments(args, request_type, request_type.fields_on("cli")))
+    result = getattr(tools, method)(request)
     emit(result, args.json, show)
+    if args.command in AFTERWARDS:
+        AFTERWARDS[args.command][1](tools, args, request, result)
 
 
 def cmd_add(tools, args) -> None:
@@ -183,6 +176,9 @@ def cmd_vocabularies(tools, args) -> None:
 
 
 def cmd_eval(tools, args) -> None:
+    if args.task != "classify":
+        eval_task(tools, args)
+        return
     from rar_tools.evaluation import EvalConfig, RunOptions, evaluate, load_dataset
     from rar_tools.evaluation.protocol import QUERIES_FILE
 
@@ -201,19 +197,50 @@ def cmd_eval(tools, args) -> None:
     keep = Path(args.keep_memory) if args.keep_memory else None
     options = RunOptions(resume=args.resume, overwrite=args.overwrite, keep_memory=keep)
     report, paths = evaluate(tools.settings, dataset, config, out, options)
+    show_report(report, {**paths, "queries": out / QUERIES_FILE}, args.json)
+
+
+def show_report(report: Any, paths: dict[str, Path], as_json: bool) -> None:
+    """An evaluation report: its warning on stderr, then the JSON, or the Markdown and the files written."""
     if report.warning:
         print(f"rar-tools: {report.warning}", file=sys.stderr)
-    if args.json:
+    if as_json:
         print(report.model_dump_json(indent=2))
         return
     print(paths["markdown"].read_text(encoding="utf-8"))
-    print("wrote " + ", ".join(str(p) for p in [*paths.values(), out / QUERIES_FILE]))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def eval_task(tools, args) -> None:
+    """`eval --task segment` (mIoU on ground-truth masks) or `--task describe` (format and fallback rates)."""
+    out = Path(args.out) if args.out else Path("rar-eval") / Path(args.dataset).name
+    if args.task == "segment":
+        from rar_tools.evaluation.segmentation import evaluate_segmentation
+
+        report, paths = evaluate_segmentation(tools, Path(args.dataset), out, args.limit)
+    else:
+        from rar_tools.evaluation.description import evaluate_descriptions
+
+        report, paths = evaluate_descriptions(tools, Path(args.dataset), out, args.views, args.limit)
+    show_report(report, paths, args.json)
 
 
 def add_eval_flags(sub: argparse.ArgumentParser) -> None:
     from rar_tools.evaluation import METHODS
 
-    sub.add_argument("dataset", help="an ImageFolder tree, a CUB-layout folder, or a CSV of path,label[,split]")
+    sub.add_argument(
+        "dataset",
+        help="an ImageFolder tree, a CUB-layout folder, or a CSV of path,label[,split]; for --task segment "
+        "images/ + masks/<name>/<label>.png; for --task describe images (+ boxes.json)",
+    )
+    sub.add_argument(
+        "--task",
+        choices=["classify", "segment", "describe"],
+        default="classify",
+        help="classify: RAR's few-shot protocol (default); segment: mIoU of `segment`; describe: answer-format "
+        "and fallback rates of `describe_regions`",
+    )
+    sub.add_argument("--views", type=int, default=2, help="--task describe: views per region (1-5)")
     sub.add_argument("--format", choices=["auto", "folder", "cub", "csv"], default="auto")
     sub.add_argument("--split-ratio", type=float, help="train fraction per class, for data without a split")
     sub.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="images per class in memory")
@@ -241,11 +268,31 @@ def add_eval_flags(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def cmd_token(tools, args) -> None:
+    """Make a bearer token for `serve --transport http --auth-token-file FILE`."""
+    from rar_tools.http_auth import create_token
+
+    path = tools.settings.auth_token_file
+    if path is None:
+        raise RarToolsError("give --auth-token-file FILE: the file the server reads the token hashes from")
+    token = create_token(Path(path), args.read_only)
+    kind = "read-only token" if args.read_only else "token"
+    print(f"rar-tools: added a {kind} to {path}; it is shown only now, keep it secret:", file=sys.stderr)
+    print(token)
+
+
 def cmd_bench(tools, args) -> None:
     from rar_tools.bench import run_bench
     from rar_tools.bench.config import config_from
 
     run_bench(config_from(args))
+
+
+def cmd_selfcheck(tools, args) -> int:
+    from rar_tools.bench.selfcheck import run_selfcheck
+    from rar_tools.bench.selfcheck_config import selfcheck_config_from
+
+    return run_selfcheck(selfcheck_config_from(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print the result as JSON")
         return sub
 
-    command("serve", cmd_serve, "run the MCP server (stdio by default)", json_flag=False)
+    serve = command("serve", cmd_serve, "run the MCP server (stdio by default)", json_flag=False)
+    serve.add_argument(
+        "folders",
+        nargs="*",
+        metavar="FOLDER",
+        help="read image paths only inside these folders (the same as --allow-dir FOLDER for each)",
+    )
 
     add = command("add", cmd_add, "store labelled exemplar images")
     add_request_flags(add, AddRequest, ADD_FIELDS)
@@ -276,9 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument("--vocabulary", help="a shipped label list by name (see `rar-tools vocabularies`)")
 
     for name, (help_text, request_type, _, _) in OPERATIONS.items():
-        add_request_flags(command(name, cmd_operation, help_text), request_type, request_type.fields_on("cli"))
+        sub = command(name, cmd_operation, help_text)
+        add_request_flags(sub, request_type, request_type.fields_on("cli"))
+        if name in AFTERWARDS:
+            AFTERWARDS[name][0](sub)
 
     command("vocabularies", cmd_vocabularies, "list the shipped label lists (for add-labels --vocabulary)", False)
+    token = command(
+        "token", cmd_token, "make a bearer token for the HTTP transport (its hash goes to --auth-token-file)", False
+    )
+    token.add_argument("--read-only", action="store_true", help="the token may call only the read-only tools")
     evaluation = command(
         "eval",
         cmd_eval,
@@ -297,6 +357,18 @@ def build_parser() -> argparse.ArgumentParser:
         settings_flags=False,
     )
     add_arguments(bench)
+
+    from rar_tools.bench.selfcheck_config import add_selfcheck_arguments
+
+    selfcheck = command(
+        "selfcheck",
+        cmd_selfcheck,
+        "check and time real-size models with random weights on a device (GPU): CLIP fp16 vs fp32, score "
+        "mode cached vs uncached, generate mode, memory, throughput, the out-of-memory error; exit 1 on a failure",
+        json_flag=False,
+        settings_flags=False,
+    )
+    add_selfcheck_arguments(selfcheck)
     return parser
 
 
@@ -311,13 +383,20 @@ def configure_logging(level: str) -> None:
     logging.getLogger("rar_tools").setLevel(level)
 
 
+def command_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a command's flags (and the environment); `serve FOLDER...` adds allowed folders."""
+    if getattr(args, "folders", None):
+        args.allow_dir = [*getattr(args, "allow_dir", []), *args.folders]
+    return settings_from(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.uses_settings:  # `bench` builds its own settings from its flags
+    if not args.uses_settings:  # `bench` and `selfcheck` build their own settings from their flags
         configure_logging("INFO")
         return run_command(args, None)
     try:
-        settings = settings_from(args)
+        settings = command_settings(args)
     except ValidationError as exc:
         print(f"rar-tools: invalid settings: {exc}", file=sys.stderr)
         return 2
@@ -330,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(args: argparse.Namespace, tools) -> int:
     """Run the chosen command; errors meant for the user become one line on stderr and exit code 2."""
     try:
-        args.func(tools, args)
+        status = args.func(tools, args)
     except RarToolsError as exc:
         print(f"rar-tools: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0

@@ -41,3 +41,19 @@ class RegionError(RarToolsError):
 
 class DetectorError(RarToolsError):
     """Object detection was refused (bad queries, unsupported detector model)."""
+
+
+class SegmentationError(RarToolsError):
+    """Segmentation was refused (no labels, too many, an image too small to segment)."""
+
+
+class DescriptionError(RarToolsError):
+    """A region description was refused (bad views, a ranker that cannot describe)."""
+
+
+class DiskFaultError(MemoryStoreError):
+    """The data folder is read-only or full: a write was refused or failed (the message says which)."""
+
+
+class ExemplarFileError(MemoryStoreError):
+    """The stored copy of an exemplar image is missing, unreadable or damaged."""

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 if TYPE_CHECKING:
     from rar_tools.api import RarTools
-from rar_tools.errors import RarToolsError
+from rar_tools.errors import ExemplarFileError, RarToolsError
 
 T = TypeVar("T")
 
@@ -28,16 +28,26 @@ Work step by step:
    and 3 in one call.
 4. Tell the user the best label and how sure you are (probabilities; when several are close, say
    so, and use the `category` / `parent` levels if the memory has them).
-5. When the user confirms the label, or corrects it, call `add_to_memory` with the image and the
-   confirmed label: the memory learns it, and the next retrieval knows this example. Never store a
-   label the user has not confirmed.
+5. When no candidate is likely (or the memory has nothing close), let the MLLM propose a label:
+   call `recognize` with `propose_when_unsure=true` and a `min_confidence` (e.g. 0.5), or
+   `describe_regions` with the boxes and memory={memory!r}. The answer carries a caption, attributes
+   and a proposal `phrase|category|parent`, checked against the memory: `held` (it knows the name),
+   `near` (a similar label, with its similarity) or `none`. Show the proposal to the user and ask.
+6. When the user confirms the label, or corrects it, call `add_to_memory` with the image (and its
+   `box`) and the confirmed label, with the proposal's category and parent: the memory learns it, and
+   the next retrieval knows this example. Never store a label the user has not confirmed.
+   (To see where things are, `segment` gives a mask per label; `detect_objects` with "an object"
+   then `describe_regions` names everything in a picture.)
 """
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run a store call in a worker thread; our errors become 'resource not found'."""
+    """Run a store call in a worker thread; a damaged or missing stored file becomes a resource
+    error naming it, our other errors 'resource not found'."""
     try:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+    except ExemplarFileError as exc:
+        raise ResourceError(str(exc)) from exc
     except RarToolsError as exc:
         raise ResourceNotFoundError(str(exc)) from exc
 
@@ -57,9 +67,8 @@ def register_resources(mcp: MCPServer, tools: RarTools) -> None:
 
     @mcp.resource("memory://{name}/{entry_id}", name="exemplar", mime_type="image/jpeg")
     async def exemplar(name: str, entry_id: str) -> bytes:
-        """The stored copy of one exemplar image."""
-        path = await in_thread(tools.exemplar_file, name, entry_id)
-        return await anyio.to_thread.run_sync(path.read_bytes)
+        """The stored copy of one exemplar image (refused by name when it is missing or damaged)."""
+        return await in_thread(tools.exemplar_jpeg, name, entry_id)
 
 
 def register_prompts(mcp: MCPServer) -> None:

@@ -16,6 +16,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
@@ -23,17 +24,20 @@ from pydantic import BaseModel
 
 from rar_tools import __version__
 from rar_tools.errors import RarToolsError
+from rar_tools.http_auth import auth_settings, refuse_read_only_token
 from rar_tools.lazy import BackgroundModel
 from rar_tools.mcp_extras import register_prompts, register_resources
 from rar_tools.requests import OPERATIONS, ProgressFn, Request
 from rar_tools.schemas import Candidate
 from rar_tools.tool_schema import tool_parameters
+from rar_tools.vision_schemas import DescribeResult, SegmentResult
 
 if TYPE_CHECKING:
     from rar_tools.api import RarTools
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Picture = tuple[str, bytes | None, str]  # caption, image data (None: the caption alone), MIME type
 
 INSTRUCTIONS = """Fine-grained visual recognition with an explicit memory (RAR).
 Memories hold labelled exemplar images (few-shot) and label texts (zero-shot) as CLIP embeddings.
@@ -65,6 +69,7 @@ class ToolSpec:
     result: type[BaseModel]
     progress: str | None = None
     candidates: Callable[[Any], Sequence[Candidate]] | None = None
+    pictures: Callable[[Any, Any], list[Picture]] | None = None  # (request, result) -> images shown after it
 
     @property
     def request(self) -> type[Request]:
@@ -108,7 +113,31 @@ def tool_specs(tools: RarTools) -> list[ToolSpec]:
             "recognising regions",
         ),
         ToolSpec("detect_objects", tools.detection.detect, READ_ONLY, "Detect objects", schemas.DetectResult),
+        ToolSpec(
+            "segment",
+            tools.segmentation.segment,
+            READ_ONLY,
+            "Segment (CLIP as RNN)",
+            SegmentResult,
+            "segmenting",
+            pictures=lambda request, result: overlay_picture(tools, request, result),
+        ),
+        ToolSpec(
+            "describe_regions",
+            tools.describing.describe_regions,
+            READ_ONLY,
+            "Describe regions",
+            DescribeResult,
+            "describing regions",
+        ),
     ]
+
+
+def overlay_picture(tools: RarTools, request: Any, result: SegmentResult) -> list[Picture]:
+    """The segmentation overlay PNG, when the request asked for it."""
+    if not request.overlay:
+        return []
+    return [("the masks over the image:", tools.segmentation.overlay(request, result), "image/png")]
 
 
 async def wait_until_loaded(models: Sequence[BackgroundModel], ctx: Context, timeout: float) -> None:
@@ -140,11 +169,25 @@ def thread_progress(ctx: Context, what: str) -> ProgressFn:
 
 
 async def with_thumbnails(tools: RarTools, result: BaseModel, memory: str, candidates: Sequence[Candidate]):
-    """The result as structured content and JSON text, followed by exemplar thumbnails if asked."""
+    """The result as structured content and JSON text, followed by exemplar thumbnails if asked (a
+    thumbnail that cannot be made is a caption saying why)."""
+    pictures: list[Picture] = []
+    for thumb in await run_api(tools.exemplar_thumbnails, memory, candidates):
+        if thumb.jpeg is None:
+            pictures.append((f"no thumbnail of {thumb.label!r}: {thumb.problem}", None, "image/jpeg"))
+        else:
+            caption = f"best stored exemplar of {thumb.label!r} (entry {thumb.entry}):"
+            pictures.append((caption, thumb.jpeg, "image/jpeg"))
+    return with_pictures(result, pictures)
+
+
+def with_pictures(result: BaseModel, pictures: Sequence[Picture]) -> CallToolResult:
+    """The result as structured content and JSON text, then each picture's caption and image."""
     content: list[TextContent | ImageContent] = [TextContent(type="text", text=result.model_dump_json())]
-    for label, entry, data in await run_api(tools.exemplar_thumbnails, memory, candidates):
-        content.append(TextContent(type="text", text=f"best stored exemplar of {label!r} (entry {entry}):"))
-        content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type="image/jpeg"))
+    for caption, data, mime_type in pictures:
+        content.append(TextContent(type="text", text=caption))
+        if data is not None:
+            content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime_type))
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
 
@@ -157,6 +200,7 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
 
     async def tool(ctx: Context, **arguments: Any) -> Any:
         try:
+            refuse_read_only_token(spec.name, bool(spec.annotations.read_only_hint))
             request = spec.request.validated(arguments)
         except RarToolsError as exc:
             raise ToolError(str(exc)) from exc
@@ -169,6 +213,8 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
             result = await run_api(spec.run, request)
             if spec.progress:
                 await ctx.report_progress(1, 1, "done")
+        if spec.pictures is not None:
+            return with_pictures(result, await run_api(spec.pictures, request, result))
         if spec.candidates is None:
             return result
         shown = spec.candidates(result) if getattr(request, "thumbnails", False) else []
@@ -176,7 +222,7 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
 
     parameters = tool_parameters(spec.request)
     context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
-    returns = Annotated[CallToolResult, spec.result] if spec.candidates else spec.result
+    returns = Annotated[CallToolResult, spec.result] if spec.candidates or spec.pictures else spec.result
     tool.__signature__ = inspect.Signature([*parameters, context], return_annotation=returns)  # type: ignore[attr-defined]
     tool.__annotations__ = {**{p.name: p.annotation for p in parameters}, "ctx": Context, "return": returns}
     tool.__name__ = spec.name
@@ -184,15 +230,25 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
     return tool
 
 
-def create_server(tools: RarTools) -> MCPServer:
-    """An MCP server exposing `tools`; models start loading when the server starts."""
+def create_server(tools: RarTools, token_verifier: TokenVerifier | None = None) -> MCPServer:
+    """An MCP server exposing `tools`; models start loading when the server starts. With
+    `token_verifier` (HTTP only), every request needs a bearer token it accepts."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[RarTools]:
         tools.start_loading()
         yield tools
 
-    mcp = MCPServer("rar-tools", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+    s = tools.settings
+    auth = auth_settings(s.host, s.port) if token_verifier is not None else None
+    mcp = MCPServer(
+        "rar-tools",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        token_verifier=token_verifier,
+        auth=auth,
+    )
     for spec in tool_specs(tools):
         description = inspect.cleandoc(spec.request.__doc__ or "")
         mcp.add_tool(
@@ -209,10 +265,14 @@ def create_server(tools: RarTools) -> MCPServer:
 
 def run_server(tools: RarTools) -> None:
     """Serve over stdio (the default) or streamable HTTP, as the settings say."""
-    server = create_server(tools)
     s = tools.settings
     if s.transport == "http":
-        log.info("serving MCP over streamable HTTP at http://%s:%d/mcp", s.host, s.port)
-        server.run("streamable-http", host=s.host, port=s.port, max_request_body_size=s.http_max_request_bytes)
-    else:
-        server.run("stdio")
+        from rar_tools.http_auth import HashedTokenVerifier, read_token_file
+        from rar_tools.http_transport import serve_http
+
+        verifier = HashedTokenVerifier(read_token_file(s.auth_token_file)) if s.auth_token_file else None
+        serve_http(create_server(tools, verifier), s)
+        return
+    from rar_tools.stdio_transport import serve_stdio
+
+    anyio.run(serve_stdio, create_server(tools))

@@ -63,6 +63,16 @@ def make_image(path: Path, colour: str, seed: int, size: tuple[int, int] = (64, 
 
 
 @pytest.fixture
+def scene(tmp_path: Path) -> str:
+    """A 140 x 100 noise image with a red rectangle at (30, 20, 90, 70), as an absolute path."""
+    pixels = np.random.default_rng(2).integers(0, 255, (100, 140, 3), dtype=np.uint8)
+    pixels[20:70, 30:90] = (220, 30, 30)
+    path = tmp_path / "scene.png"
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+@pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """`images/<colour>/<n>.png`: three images of each of four colours."""
     root = tmp_path / "images"
@@ -242,6 +252,21 @@ def http_server(tmp_path: Path, clip_model: str) -> Iterator[Callable[..., str]]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker_dirs(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny checkpoint folder per ranker family the project supports, keyed by `model_type`."""
+    from rar_tools.testing.tiny_families import write_tiny_gemma3, write_tiny_qwen3vl, write_tiny_qwen25vl
+
+    out = tmp_path_factory.mktemp("tiny-rankers")
+    return {
+        "qwen2_vl": tiny_models_dir / "mllm",
+        "llava": tiny_models_dir / "llava",
+        "qwen2_5_vl": write_tiny_qwen25vl(out / "qwen2.5-vl"),
+        "qwen3_vl": write_tiny_qwen3vl(out / "qwen3-vl"),
+        "gemma3": write_tiny_gemma3(out / "gemma3"),
+    }
 
 
 MODEL_FIXTURES = frozenset({"tiny_models_dir", "clip_model"})

@@ -98,6 +98,17 @@ def test_rank_reports_both_modes_per_k(document: dict[str, Any]) -> None:
         assert row["generate_over_score"] == pytest.approx(row["generate"]["p50_ms"] / row["score"]["p50_ms"])
 
 
+def test_rank_times_score_mode_variants_side_by_side_with_their_model_calls(document: dict[str, Any]) -> None:
+    """Split against joint tokens, and N orders costing 2N model calls (a prompt pass and a batch each)."""
+    for k, row in figures(document, "rank")["by_k"].items():
+        variants = row["score_variants"]
+        orders = {"5": [3, 5], "10": [3, 10]}[k]
+        assert list(variants) == ["split", "joint", *(f"joint, {n} orders" for n in orders)]
+        assert variants["split"]["over_split"] == 1.0 and all(v["n"] == 2 for v in variants.values())
+        assert variants["split"]["model_calls"] == variants["joint"]["model_calls"] == 2
+        assert [variants[f"joint, {n} orders"]["model_calls"] for n in orders] == [2 * n for n in orders]
+
+
 def test_e2e_reports_both_tools_in_process_over_stdio_and_direct(document: dict[str, Any]) -> None:
     e2e = figures(document, "e2e")
     for tool in ("retrieve_candidates", "recognize"):
@@ -237,3 +248,34 @@ def test_retrieve_section_runs_on_a_chroma_server(chroma_server: str, tmp_path: 
     document = json.loads(out.read_text())
     assert code == 0 and document["config"]["chroma_url"] == chroma_server
     assert document["sections"]["retrieve"]["figures"]["sizes"]["40"]["label_recall_at_k"]["5"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def vision_document(config: BenchConfig) -> dict[str, Any]:
+    """The optional segment and describe sections at tiny sizes."""
+    tiny = replace(
+        config, sections=("segment", "describe"), segment_labels=(1, 3), segment_images=2, json_path=None, repeats=2
+    )
+    return run_bench(tiny, echo=lambda _: None)
+
+
+def test_segment_reports_seconds_per_image_and_rounds_per_label_count(vision_document: dict[str, Any]) -> None:
+    segment = figures(vision_document, "segment")
+    assert segment["images"] == 2 and set(segment["by_labels"]) == {"1", "3"}
+    for count, row in segment["by_labels"].items():
+        assert row["per_image"]["n"] == 2 and row["per_image"]["p50_ms"] > 0
+        assert len(row["rounds"]) == 2 and all(r >= 1 for r in row["rounds"])
+        assert 1 <= row["labels_kept_mean"] <= int(count)
+    assert segment["by_labels"]["1"]["rounds"] == [1, 1]  # one label is stable at once
+
+
+def test_describe_reports_milliseconds_per_region_per_view_count(vision_document: dict[str, Any]) -> None:
+    describe = figures(vision_document, "describe")
+    assert set(describe["by_views"]) == {"1", "2"} and describe["max_new_tokens"] > 0
+    assert all(row["n"] == 2 and row["p50_ms"] > 0 for row in describe["by_views"].values())
+
+
+def test_the_optional_sections_run_only_when_named() -> None:
+    from rar_tools.bench.config import OPTIONAL_SECTIONS
+
+    assert set(OPTIONAL_SECTIONS) == {"segment", "describe"} and not set(OPTIONAL_SECTIONS) & set(SECTIONS)

@@ -38,6 +38,8 @@ API_METHODS = {
     "detect_objects": "detect",
     "remove_from_memory": "remove",
     "list_memories": "list_memories",
+    "segment": "segment",
+    "describe_regions": "describe_regions",
 }
 CLI_COMMANDS = {
     "retrieve_candidates": "retrieve",
@@ -47,6 +49,8 @@ CLI_COMMANDS = {
     "detect_objects": "detect",
     "remove_from_memory": "remove",
     "list_memories": "memories",
+    "segment": "segment",
+    "describe_regions": "describe-regions",
 }
 SCHEMA_KEYS = (
     "type",

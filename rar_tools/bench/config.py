@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TypeVar
 
 SECTIONS = ("encode", "add", "retrieve", "rank", "e2e")
+OPTIONAL_SECTIONS = ("segment", "describe")  # run only when named in --sections
 TINY_RANKER = "tiny"
 RANDOM_QWEN25_VL_3B = "random-qwen2.5-vl-3b"
 HNSW_KEYS = ("space", "ef_construction", "ef_search", "max_neighbors")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,12 +34,15 @@ class BenchConfig:
     labels: int = 1000
     queries: int = 200
     ks: tuple[int, ...] = (5, 20)
+    permutations: tuple[int, ...] = (3,)
     e2e_images: int = 8
     hnsw: tuple[tuple[str, int | str], ...] = ()
     chroma_url: str | None = None
     json_path: Path | None = None
     work_dir: Path | None = None
     seed: int = 0
+    segment_labels: tuple[int, ...] = (1, 10, 100)
+    segment_images: int = 3
 
     def resolved(self, device: str) -> BenchConfig:
         """Defaults that keep a full CPU run near 15 minutes, and GPU runs at the sizes that matter there."""
@@ -69,7 +75,13 @@ def hnsw_setting(text: str) -> tuple[str, int | str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `rar-tools bench` flags."""
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS + OPTIONAL_SECTIONS,
+        default=list(SECTIONS),
+        help=f"what to measure (default: {' '.join(SECTIONS)}; also {' '.join(OPTIONAL_SECTIONS)})",
+    )
     parser.add_argument("--clip-model", default="ViT-B-16", help="open_clip model name, hf-hub: or local-dir:")
     parser.add_argument(
         "--clip-pretrained", default="none", help="weights tag; 'none' (default): random init, same speed"
@@ -100,6 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=positive, default=1000, help="labels the retrieval memories are spread over")
     parser.add_argument("--queries", type=positive, default=200, help="retrieval queries per memory size")
     parser.add_argument("--ks", type=positive, nargs="+", default=[5, 20], help="candidate counts")
+    parser.add_argument(
+        "--permutations",
+        type=positive,
+        nargs="+",
+        default=[3],
+        help="candidate orders timed in score mode besides N = k (rank section; default 3)",
+    )
     parser.add_argument("--e2e-images", type=positive, default=8, help="exemplars in the end-to-end memory")
     parser.add_argument(
         "--hnsw",
@@ -113,12 +132,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", type=Path, help="write every figure here")
     parser.add_argument("--work-dir", type=Path, help="keep benchmark data here (default: a temporary folder)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--segment-labels", type=positive, nargs="+", default=[1, 10, 100], help="label counts of the segment section"
+    )
+    parser.add_argument("--segment-images", type=positive, default=3, help="images per label count (segment)")
 
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
     """A `BenchConfig` from parsed `rar-tools bench` flags."""
-    given = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}
-    for name in ("sections", "batch_sizes", "sizes", "ks", "hnsw"):
+    return dataclass_from(
+        args, BenchConfig, ("sections", "batch_sizes", "sizes", "ks", "permutations", "hnsw", "segment_labels")
+    )
+
+
+def dataclass_from(args: argparse.Namespace, cls: type[T], tuples: tuple[str, ...]) -> T:
+    """`cls` built from the parsed flags named like its fields; list flags in `tuples` become tuples."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    for name in tuples:
         if given.get(name) is not None:
             given[name] = tuple(given[name])
-    return BenchConfig(**given)
+    return cls(**given)

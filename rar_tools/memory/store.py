@@ -11,19 +11,23 @@ from typing import Any
 
 import numpy as np
 
-from rar_tools.errors import MemoryStoreError
+from rar_tools.errors import DiskFaultError, MemoryStoreError
 from rar_tools.identity import EncoderIdentity
 from rar_tools.limits import EntryKind
 from rar_tools.locking import lock_data_dir, unlock_data_dir
 from rar_tools.memory.entries import AddOutcome, Entry, ExemplarImage, Hit, MemorySummary, NewEntry
+from rar_tools.memory.faults import Problem, WriteGuard, add_failure
 from rar_tools.memory.files import ExemplarFiles
-from rar_tools.memory.index import ChromaIndex, Collection, open_persistent_client, stored_identity
+from rar_tools.memory.index import ChromaIndex, Collection, stored_identity
 from rar_tools.memory.names import entry_id
+from rar_tools.memory.orphans import OrphanCollection
+from rar_tools.memory.snapshot import LocalIndex, open_local_index
 
 log = logging.getLogger(__name__)
 
 MAX_CACHED_LABELS = 2_000_000
 DEFAULT_STORED_SIDE = 1024
+CHROMA_FOLDER = "chroma"
 
 
 class MemoryStore:
@@ -35,6 +39,14 @@ class MemoryStore:
     between threads: Chroma locks internally, and every write here (entries and exemplar files
     together) holds the folder's write lock, so a removal never deletes a file between its write
     and the entry pointing at it.
+
+    Disk faults are named, and a refused write changes nothing: a write first checks that the data
+    folder is writable and not full (`faults`); an add that fails half-way deletes the exemplar files it
+    wrote for entries it did not store; a removal deletes entries only once their files can be deleted.
+    A data folder that is read-only or full when the store opens is served from a read-only snapshot
+    (`read_only` says why; writes are refused). Exemplar files that no entry references (left by a
+    process killed during an add or a removal) are collected in the background after opening
+    (`orphans`, see `collect_orphans`).
     """
 
     def __init__(
@@ -44,23 +56,30 @@ class MemoryStore:
         self.files = ExemplarFiles(self.data_dir)
         self._lock = lock_data_dir(self.data_dir, lock_wait_s)
         self._writes = self._lock.writes
-        self._owns_client = client is None
+        self._local: LocalIndex | None = None
         self._closed = False
         try:
-            with self._writes:
-                if not self._lock.tidied:  # first store since this process took the folder
-                    self.files.tidy()
-                    self._lock.tidied = True
             if client is None:
-                client = open_persistent_client(self.data_dir / "chroma")
+                self._local = open_local_index(self.data_dir / CHROMA_FOLDER)
+                client = self._local.client
             self.index = ChromaIndex(client, hnsw)
         except BaseException:
             unlock_data_dir(self._lock)
             raise
+        # Why writes are refused for as long as this store is open (a snapshot is read), or None.
+        self.read_only: Problem | None = self._local.problem if self._local else None
+        chroma = self.data_dir / CHROMA_FOLDER if self._local is not None else None
+        self.guard = WriteGuard(self.data_dir, self.images_dir, chroma, self.read_only)
         # id -> (label, kind). An id is a hash of (memory, kind, content, label): this never goes stale.
         self.entry_labels: dict[str, tuple[str, EntryKind]] = {}
         # memory -> how many times entries were removed from it or it was dropped (see `generation`)
         self._generations: dict[str, int] = {}
+        self.orphans: OrphanCollection | None = None  # this opening's collection of unreferenced files
+        with self._writes:
+            if not self._lock.tidied and self.write_problem(freeing=True) is None:  # first store since the lock
+                self._lock.tidied = True
+                self.files.tidy()
+                self.orphans = OrphanCollection(self)
 
     @property
     def images_dir(self) -> Path:
@@ -72,13 +91,25 @@ class MemoryStore:
         return self.index.client
 
     def close(self) -> None:
-        """Close the Chroma client this store opened and release the data folder. Idempotent."""
+        """Close the Chroma client this store opened (and its snapshot) and release the data folder.
+        Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._owns_client:
-            self.index.client.close()
+        if self.orphans is not None:
+            self.orphans.stop()
+        if self._local is not None:
+            self._local.close()
         unlock_data_dir(self._lock)
+
+    def write_problem(self, freeing: bool = False) -> tuple[Problem, Path] | None:
+        """Why this store cannot write now, and the folder at fault (see `WriteGuard.problem`)."""
+        return self.guard.problem(freeing)
+
+    def check_writable(self, doing: str, freeing: bool = False) -> None:
+        """Refuse `doing` (e.g. "adding to memory 'm'") before anything is written, naming the data
+        folder's condition, when it cannot take the write (a removal, `freeing`, may use a full disk)."""
+        self.guard.check(doing, freeing)
 
     # -- memories ----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -125,9 +156,16 @@ class MemoryStore:
         For label texts, or image entries whose exemplar files are already written (an entry never
         points at a missing file): `add_images` writes the files and the entries together.
         """
+        doing = f"adding to memory {name!r}"
         with self._writes:
-            collection = self.index.get_or_create(name, identity)
-            return self._store_entries(name, collection, entries)
+            self.check_writable(doing)
+            stored: list[str] = []
+            try:
+                with self.guard.faults(doing):
+                    collection = self.index.get_or_create(name, identity)
+                    return self._store_entries(name, collection, entries, stored)
+            except DiskFaultError as exc:
+                raise add_failure(exc, stored) from exc.__cause__
 
     def add_images(
         self,
@@ -140,23 +178,41 @@ class MemoryStore:
         max_side: int = DEFAULT_STORED_SIDE,
     ) -> AddOutcome:
         """Store exemplar images under `label`: each one's bounded JPEG copy (content addressed,
-        written atomically and fsynced), then their entries, all under the write lock."""
+        written atomically and fsynced), then their entries, all under the write lock. If it fails,
+        the copies it wrote for entries it did not store are deleted again."""
+        doing = f"adding to memory {name!r}"
         with self._writes:
             collection = self.index.find(name, identity)  # another encoder: refused before any file is written
+            self.check_writable(doing)
             entries: list[NewEntry] = []
+            created: set[str] = set()  # copies this call wrote
+            stored: list[str] = []  # entry ids it stored
             try:
-                for image in images:
-                    entries.append(self._image_entry(image, label, category, parent, max_side))
-                if collection is None:
-                    collection = self.index.create(name, identity)
-                return self._store_entries(name, collection, entries)
-            except BaseException:
-                self._delete_unused_quietly({e.sha256 for e in entries})
+                with self.guard.faults(doing):
+                    for image in images:
+                        entries.append(self._image_entry(image, label, category, parent, max_side, created))
+                    if collection is None:
+                        collection = self.index.create(name, identity)
+                    return self._store_entries(name, collection, entries, stored)
+            except BaseException as exc:
+                kept = {e.sha256 for e in entries if entry_id(name, e.kind, e.sha256, e.label) in set(stored)}
+                self._delete_quietly(created - kept)
+                if isinstance(exc, DiskFaultError):
+                    raise add_failure(exc, stored) from exc.__cause__
                 raise
 
     def _image_entry(
-        self, image: ExemplarImage, label: str, category: str | None, parent: str | None, max_side: int
+        self,
+        image: ExemplarImage,
+        label: str,
+        category: str | None,
+        parent: str | None,
+        max_side: int,
+        created: set[str],
     ) -> NewEntry:
+        """The entry of one exemplar, its copy written (or reused: `created` gets the sha256 of a new one)."""
+        if not self.files.path(image.sha256).is_file():
+            created.add(image.sha256)
         return NewEntry(
             label=label,
             kind="image",
@@ -168,56 +224,88 @@ class MemoryStore:
             parent=parent,
         )
 
-    def _store_entries(self, name: str, collection: Collection, entries: Sequence[NewEntry]) -> AddOutcome:
+    def _store_entries(
+        self, name: str, collection: Collection, entries: Sequence[NewEntry], stored: list[str]
+    ) -> AddOutcome:
+        """Store the entries not present yet (`stored` is filled as they are), and record their kinds."""
         unique = {entry_id(name, e.kind, e.sha256, e.label): e for e in entries}
-        added, present = self.index.add_new(collection, unique)
+        added, present = self.index.add_new(collection, unique, stored)
         self._cache_labels({i: (e.label, e.kind) for i, e in unique.items()})
         self.index.note_kinds(collection, {unique[i].kind for i in added})
         return AddOutcome(added=added, already_present=present)
 
     def remove(self, name: str, ids: Iterable[str] | None = None, label: str | None = None) -> int:
         """Remove entries by id and/or by label; returns how many were removed. Exemplar files
-        no entry of any memory uses any more are deleted after the entries."""
+        no entry of any memory uses any more are deleted after the entries. Refused, with nothing
+        removed, when the data folder is read-only (a full one may be freed)."""
+        doing = f"removing from memory {name!r}"
         with self._writes:
             collection = self.index.get(name)
-            targets = self.index.metadata_by_id(collection, list(ids)) if ids else {}
+            self.check_writable(doing, freeing=True)
+            targets = self.index.metadata_by_id(collection, list(dict.fromkeys(ids))) if ids else {}
             if label is not None:
                 targets.update(self.index.metadata_of_label(collection, label))
-            self.index.delete(collection, list(targets))
+            with self.guard.faults(doing, then="removing the same again completes it"):
+                self.index.delete(collection, list(targets))
             for removed in targets:
                 self.entry_labels.pop(removed, None)
             if targets:
                 self._next_generation(name)
-                self.index.record_kinds(collection, self.index.scan_kinds(collection))
-            self._delete_unused({m["sha256"] for m in targets.values() if m.get("image_file")})
+                self._record_kinds_quietly(collection)
+            self._delete_unused_after(doing, {m["sha256"] for m in targets.values() if m.get("image_file")})
             return len(targets)
 
     def drop(self, name: str) -> int:
         """Delete a whole memory; returns the number of entries it held."""
+        doing = f"dropping memory {name!r}"
         with self._writes:
             collection = self.index.get(name)
+            self.check_writable(doing, freeing=True)
             count = collection.count()
             pages = self.index.pages(collection)
             shas = {m["sha256"] for _, page in pages for m in page if m.get("image_file")}
-            self.index.drop(name)
+            with self.guard.faults(doing):
+                self.index.drop(name)
             self._next_generation(name)
-            self._delete_unused(shas)
+            self._delete_unused_after(doing, shas)
             return count
 
     def _next_generation(self, name: str) -> None:
         self._generations[name] = self._generations.get(name, 0) + 1
 
-    def _delete_unused(self, shas: set[str]) -> None:
-        """Delete the exemplar copies of `shas` that no entry of any memory uses."""
-        if shas:
-            self.files.delete(shas - self.index.shas_in_use(shas))
+    def delete_unreferenced(self, shas: set[str]) -> int:
+        """Delete the exemplar copies among `shas` that no entry of any memory references; returns how
+        many were deleted. Under the write lock, so a copy an add has written but not yet stored an
+        entry for is never among them."""
+        with self._writes:
+            return self.files.delete(shas - self.index.shas_in_use(shas)) if shas else 0
 
-    def _delete_unused_quietly(self, shas: set[str]) -> None:
-        """`_delete_unused` after a failed add: a second failure must not hide the first."""
+    def _delete_unused_after(self, doing: str, shas: set[str]) -> None:
+        """Delete the copies of `shas` no entry uses any more, once their entries are gone; a failure
+        says that the entries are gone and that the files will be collected at the next opening."""
         try:
-            self._delete_unused(shas)
-        except Exception as exc:  # the index may be what failed
-            log.warning("could not tidy exemplar files after a failed add: %s", exc)
+            self.delete_unreferenced(shas)
+        except OSError as exc:
+            raise DiskFaultError(
+                f"{doing}: the entries were removed, but their exemplar files could not be deleted "
+                f"({exc.strerror or exc}); they are collected the next time the store opens with the data "
+                "folder writable"
+            ) from exc
+
+    def _delete_quietly(self, shas: set[str]) -> None:
+        """Delete copies a failed add wrote: a second failure must not hide the first."""
+        try:
+            self.files.delete(shas)
+        except OSError as exc:
+            log.warning("could not delete %d exemplar files of a failed add (collected later): %s", len(shas), exc)
+
+    def _record_kinds_quietly(self, collection: Collection) -> None:
+        """Rescan and record the kinds a collection holds after a removal (an unrecorded kind is
+        rescanned later, so a failure here is logged, not raised)."""
+        try:
+            self.index.record_kinds(collection, self.index.scan_kinds(collection))
+        except Exception as exc:  # the disk filled up between the removal and the record
+            log.warning("could not record the entry kinds after a removal: %s", exc)
 
     # -- reading entries ---------------------------------------------------------------------
     def entries(self, name: str, ids: Sequence[str]) -> dict[str, Entry]:

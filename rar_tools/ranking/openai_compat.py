@@ -44,6 +44,7 @@ from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankR
 from rar_tools.ranking.logprobs import logprob_steps, score_candidates, softmax
 from rar_tools.ranking.messages import ImagePart, Part, TextPart, ranking_parts
 from rar_tools.ranking.parsing import generated_ranking
+from rar_tools.ranking.permutations import rank_in_orders
 from rar_tools.ranking.prompts import shown_names
 
 TOP_LOGPROBS = 20
@@ -145,13 +146,25 @@ class OpenAICompatRanker:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    multi_image = True  # the server refuses what its model cannot take, with its own message
+
+    def complete(self, parts: list[Part], max_new_tokens: int) -> str:
+        """Greedy text for one user turn of `parts` (images and text), at most `max_new_tokens` tokens."""
+        choice, _ = self._complete(self._request(parts, max_new_tokens))
+        return self._text(choice)
+
     def rank(self, request: RankRequest) -> RankResult:
-        """Order `request.candidates` for `request.image`, best first."""
+        """Order `request.candidates` for `request.image`, best first (fused over
+        `config.permutations` candidate orders when above 1: `permutations.py`)."""
+        if request.mode not in ("score", "generate"):
+            raise RankerError(f"unknown ranking mode {request.mode!r}: use 'score' or 'generate'")
+        return rank_in_orders(self._rank_once, request, self.config.permutations)
+
+    def _rank_once(self, request: RankRequest) -> RankResult:
+        """One ranking call in the request's candidate order."""
         if request.mode == "generate":
             return self._rank_by_generation(request)
-        if request.mode == "score":
-            return self._rank_by_score(request)
-        raise RankerError(f"unknown ranking mode {request.mode!r}: use 'score' or 'generate'")
+        return self._rank_by_score(request)
 
     # Modes ------------------------------------------------------------------------------------
 
@@ -188,7 +201,11 @@ class OpenAICompatRanker:
     # HTTP -------------------------------------------------------------------------------------
 
     def _payload(self, request: RankRequest, names: list[str], max_tokens: int) -> dict:
-        content = openai_content(ranking_parts(request, names, self.config.max_image_side))
+        return self._request(ranking_parts(request, names, self.config.max_image_side), max_tokens)
+
+    def _request(self, parts: list[Part], max_tokens: int) -> dict:
+        """A greedy chat-completions request of one user turn."""
+        content = openai_content(parts)
         return {
             "model": self.api_model,
             "messages": [{"role": "user", "content": content}],
