@@ -12,6 +12,7 @@ from rar_tools.ranking.parsing import (
     MAX_FUZZY_CHARS,
     MAX_LITERAL_CHARS,
     ParsedRanking,
+    closed_literal,
     generated_ranking,
     normalise,
     parse_ranking,
@@ -573,3 +574,24 @@ def test_huge_garbage_is_bounded_and_safe():
     parsed = parse_ranking(text, BIRDS)
     assert parsed.fallback == "full"
     assert parsed.order == list(BIRDS)
+
+
+def test_closing_brackets_before_a_list_do_not_use_up_its_literal_tries():
+    text = "]" * 60 + "\n['Mallard [male]', 'Wood Duck']"  # more stray `]` than MAX_CLOSE_TRIES
+    assert parse_ranking(text, DUCKS).order == ["Mallard [male]", "Wood Duck", "Mallard [female]"]
+
+
+def test_an_empty_list_before_the_answer_is_skipped_for_the_next_list():
+    text = "Format: []\nI think Robin is unlikely. Ranking: ['Blue Jay', 'Robin']"
+    assert parse_ranking(text, ("Robin", "Blue Jay")).order == ["Blue Jay", "Robin"]
+
+
+def test_a_line_without_commas_is_read_once():
+    # "Blue Jay" and "blue_jay" have the same compared form: one mention places only the first
+    parsed = parse_ranking("Blue Jay\nRobin", ("Blue Jay", "Robin", "blue_jay"))
+    assert parsed == ParsedRanking(order=["Blue Jay", "Robin", "blue_jay"], fallback="partial", matched=2)
+
+
+def test_a_closed_literal_of_another_kind_is_refused():
+    assert closed_literal("{'crest', 'wing'}", 0, "}", dict) is None  # a set, not a dict
+    assert closed_literal("{'crest': 1} more}", 0, "}", dict) == ({"crest": 1}, 12)
