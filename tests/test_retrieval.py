@@ -10,7 +10,7 @@ import pytest
 from rar_tools import retrieval
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.errors import MemoryStoreError
+from rar_tools.errors import EncoderMismatchError, MemoryStoreError
 from rar_tools.memory import MemoryStore, NewEntry
 from rar_tools.retrieval import Retriever, region_mode
 
@@ -375,3 +375,40 @@ def test_restricting_candidates_renormalises_their_probabilities(crowded_store) 
     assert kept.candidates[0].probability / kept.candidates[1].probability == pytest.approx(
         result.candidates[1].probability / result.candidates[3].probability
     )
+
+
+class ReplacedMidSearch(WidthSpy):
+    """A store whose memory is dropped and filled again by another encoder right after the first
+    (unfiltered) search: another session replacing it meanwhile."""
+
+    def nearest(self, name: str, identity: EncoderIdentity, embedding: np.ndarray, n: int) -> list:
+        hits = super().nearest(name, identity, embedding, n)
+        self.store.drop(name)
+        other = EncoderIdentity(model="ViT-L-14", pretrained="openai", dim=identity.dim)
+        self.store.add(name, other, [NewEntry("gull", "image", "gull", embedding)])
+        return hits
+
+
+def test_a_memory_replaced_by_another_encoder_mid_search_is_refused(
+    crowded_store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, query = crowded_store
+    monkeypatch.setattr(retrieval, "WIDEST", 64)  # the filtered searches that follow check the encoder again
+    with pytest.raises(EncoderMismatchError, match="memory 'm' was filled by CLIP ViT-L-14"):
+        Retriever(ReplacedMidSearch(store)).retrieve("m", IDENTITY, query, k=5, mode="image")
+
+
+def test_a_narrower_width_learned_later_keeps_the_wider_one(crowded_store) -> None:
+    store, _ = crowded_store
+    retriever = Retriever(store)  # two searches of one generation finishing in the other order
+    generation = store.generation("m")
+    retriever._learn_width("m", 5, generation, 1024)
+    retriever._learn_width("m", 5, generation, 256)
+    assert retriever.width("m", 5) == 1024
+
+
+def test_an_entry_gone_before_its_levels_are_read_has_none(crowded_store) -> None:
+    store, _ = crowded_store
+    candidate = retrieval.LabelCandidate(label="crowd", score=1.0, entry_ids=["removed meanwhile"])
+    retrieval.add_levels(store, "m", [candidate])
+    assert (candidate.category, candidate.parent) == (None, None)

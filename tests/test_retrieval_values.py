@@ -178,6 +178,12 @@ def test_fused_views_are_the_unit_direction_of_the_weighted_sum_and_its_length()
     assert direction == pytest.approx([0.6, 0.8]) and length == pytest.approx(1.0)
     direction, length = fuse_views(views, [0.3, 0.4])
     assert direction == pytest.approx([0.6, 0.8]) and length == pytest.approx(0.5)
+    assert direction.dtype == np.float32  # as the encoder gives embeddings
+
+
+def test_views_whose_sum_is_as_short_as_the_threshold_are_accepted() -> None:
+    direction, length = fuse_views(np.array([[1.0, 0.0]], np.float32), [1e-12])
+    assert direction.tolist() == [1.0, 0.0] and length == 1e-12
 
 
 def test_views_that_cancel_out_are_refused() -> None:
