@@ -15,10 +15,12 @@ import pytest
 from PIL import Image
 
 import rar_tools
+from rar_tools.errors import ExemplarFileError
 from rar_tools.images import LoadedImage
 from rar_tools.memory.files import (
     PARTIAL_PREFIX,
     ExemplarFiles,
+    read_exemplar,
     remove_partial_files,
     store_image,
     stored_image_path,
@@ -173,3 +175,51 @@ def test_exemplar_files_delete_and_tidy(tmp_path: Path) -> None:
     assert files.tidy() == 1
     files.delete([SHA, "cd" + "0" * 62])  # a copy that is not there is no error
     assert not files.path(SHA).exists()
+
+
+def test_reading_an_exemplar_gives_its_exact_bytes(tmp_path: Path) -> None:
+    path = store_image(tmp_path, picture(), max_side=32)
+    assert read_exemplar(path, "exemplar entry 'e1'") == path.read_bytes()
+
+
+def test_a_missing_exemplar_copy_is_named_with_the_way_out(tmp_path: Path) -> None:
+    message = "the stored copy of exemplar entry 'e1' is missing (gone.jpg); remove the entry and add the image again"
+    with pytest.raises(ExemplarFileError) as caught:
+        read_exemplar(tmp_path / "gone.jpg", "exemplar entry 'e1'")
+    assert str(caught.value) == message
+
+
+def test_an_unreadable_exemplar_copy_says_why(tmp_path: Path) -> None:
+    with pytest.raises(ExemplarFileError) as caught:
+        read_exemplar(tmp_path, "exemplar entry 'e1'")  # a folder where the copy should be
+    assert str(caught.value) == "the stored copy of exemplar entry 'e1' cannot be read: Is a directory"
+
+
+def test_a_damaged_exemplar_copy_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    with pytest.raises(ExemplarFileError) as caught:
+        read_exemplar(path, "exemplar entry 'e1'")
+    assert str(caught.value).startswith("the stored copy of exemplar entry 'e1' is damaged (")
+    assert str(caught.value).endswith("); remove the entry and add the image again")
+
+
+def test_stored_copies_are_listed_by_sha_without_partial_or_foreign_files(tmp_path: Path) -> None:
+    files = ExemplarFiles(tmp_path)
+    assert list(files.stored_shas()) == []  # no images folder yet
+    later, earlier = "cd" + "0" * 62, "ab" + "0" * 62
+    for sha in (later, earlier):
+        files.write(LoadedImage(picture().image, sha, None), max_side=32)
+    (files.images_dir / "ab" / f"{PARTIAL_PREFIX}x.jpg").write_bytes(b"")
+    (files.images_dir / "ab" / "notes.jpg").write_bytes(b"")
+    (files.images_dir / "abc").mkdir()
+    (files.images_dir / "abc" / f"{earlier}.jpg").write_bytes(b"")
+    (files.images_dir / "ef").write_bytes(b"")  # a file, not a folder
+    assert list(files.stored_shas()) == [earlier, later]
+
+
+def test_deleting_copies_counts_those_that_existed(tmp_path: Path) -> None:
+    files = ExemplarFiles(tmp_path)
+    files.write(picture(), max_side=32)
+    assert files.delete([SHA, "cd" + "0" * 62]) == 1
+    assert files.delete([SHA]) == 0
