@@ -293,6 +293,11 @@ def test_perceptual_hash_bits_are_the_low_frequencies_above_their_median() -> No
     assert np.array_equal(bits, (low > np.median(low)).ravel())
 
 
+def test_a_coefficient_equal_to_the_median_is_not_above_it() -> None:
+    # black: every frequency is exactly 0, the median too, so no bit is set
+    assert not perceptual_hash(Image.new("RGB", (50, 40))).any()
+
+
 def test_perceptual_hash_reduces_to_grey_224_by_224_bilinearly() -> None:
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
     reduced = noise.convert("L").resize((224, 224), Image.Resampling.BILINEAR)
