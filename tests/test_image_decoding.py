@@ -4,8 +4,10 @@ source, and behaviour exactly at the byte and pixel limits."""
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
+import os
 import struct
 import warnings
 import zlib
@@ -15,8 +17,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from rar_tools import images
 from rar_tools.errors import ImageInputError
-from rar_tools.images import ImageLimits, decode_base64, decode_image, load_image, pixels_sha256, to_rgb
+from rar_tools.images import (
+    ImageLimits,
+    base64_image_format,
+    decode_base64,
+    decode_image,
+    load_image,
+    pixels_sha256,
+    to_rgb,
+)
 
 
 def encoded(image: Image.Image, format: str = "PNG", **options: object) -> bytes:
@@ -338,3 +349,59 @@ def test_the_pixel_limit_is_inclusive(tmp_path: Path, max_pixels: int, accepted:
     else:
         with pytest.raises(ImageInputError, match="is 8x6 pixels; the limit is 47 pixels$"):
             load_image(path, ImageLimits(max_pixels=max_pixels))
+
+
+# -- pinned edges of the format sniffing, float greys and file races ----------------------------------
+def pixels_of(image: Image.Image) -> list[tuple[int, ...]]:
+    return [tuple(p) for p in np.asarray(image).reshape(-1, len(image.getbands())).tolist()]
+
+
+BMP_HEAD_WITH_DASH = base64.urlsafe_b64encode(b"BM>" + bytes(21)).decode()  # "Qk0-AAAA...": "-", no "_"
+
+
+@pytest.mark.parametrize(
+    "text, format",
+    [
+        (base64.urlsafe_b64encode(DATA).decode(), "PNG"),  # no "-" or "_" in its first 24 letters
+        (base64.urlsafe_b64encode(encoded(PICTURE, "JPEG")).decode(), "JPEG"),  # "_9j_...": "_", no "-"
+        (BMP_HEAD_WITH_DASH, "BMP"),
+        ("\n".join(BMP_HEAD_WITH_DASH[i : i + 8] for i in range(0, 32, 8)), "BMP"),  # wrapped every 8 letters
+        ("R0lGODlh", None),  # "GIF89a", but under the 24 letters the rule reads
+        ("Qk0=" + "A" * 20, None),  # "BM" and then padding in mid-text: not base64
+        ("   ".join(BMP_HEAD_WITH_DASH[:24]), "BMP"),  # 24 letters spread over the first 4 x 24 characters
+        ("    ".join(BMP_HEAD_WITH_DASH[:30]), None),  # spread thinner: fewer than 24 letters there
+    ],
+    ids=["url-safe-png", "url-safe-jpeg", "url-safe-dash", "wrapped", "short", "mid-padding", "spread", "too-thin"],
+)
+def test_base64_image_format_reads_the_first_24_letters(text: str, format: str | None) -> None:
+    assert base64_image_format(text) == format
+
+
+def test_float_nan_and_infinities_become_black() -> None:
+    pixels = to_rgb(row_of([np.nan, np.inf, -np.inf, 0.5], np.float32))
+    assert pixels_of(pixels) == [(0, 0, 0), (0, 0, 0), (0, 0, 0), (128, 128, 128)]
+
+
+def test_float_grey_just_over_one_is_read_as_levels() -> None:
+    assert pixels_of(to_rgb(row_of([1.5, 0.0], np.float32))) == [(1, 1, 1), (0, 0, 0)]
+
+
+def test_float_grey_is_scaled_in_double_precision() -> None:
+    # 0.6098039 as a float32 times 255 is 155.49999833 (rounds to 155), but exactly 155.5 in float32
+    assert pixels_of(to_rgb(row_of([0.6098039], np.float32))) == [(155, 155, 155)]
+
+
+@pytest.mark.parametrize("code", [errno.ELOOP, errno.ESTALE])
+def test_a_path_changed_while_opened_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    path = write(tmp_path, "bird.png", DATA)
+
+    def swapped(resolved: Path, shown: str) -> int:  # what open_regular_file raises when a path is swapped
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(images, "open_regular_file", swapped)
+    with pytest.raises(ImageInputError) as caught:
+        load_image(str(path))
+    assert str(caught.value).startswith("image path '/")
+    assert str(caught.value).endswith(
+        "' changed while it was being opened (a symlink or another file replaced part of it); refused"
+    )
