@@ -195,13 +195,22 @@ def test_an_unreadable_exemplar_copy_says_why(tmp_path: Path) -> None:
     assert str(caught.value) == "the stored copy of exemplar entry 'e1' cannot be read: Is a directory"
 
 
-def test_a_damaged_exemplar_copy_is_refused(tmp_path: Path) -> None:
+def test_a_damaged_exemplar_copy_is_refused_with_pillows_reason(tmp_path: Path) -> None:
     path = tmp_path / "damaged.jpg"
     path.write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    message = (
+        "the stored copy of exemplar entry 'e1' is damaged (OSError: Truncated File Read); "
+        "remove the entry and add the image again"
+    )
     with pytest.raises(ExemplarFileError) as caught:
         read_exemplar(path, "exemplar entry 'e1'")
-    assert str(caught.value).startswith("the stored copy of exemplar entry 'e1' is damaged (")
-    assert str(caught.value).endswith("); remove the entry and add the image again")
+    assert str(caught.value) == message
+
+
+def test_a_thumbnail_of_a_missing_copy_names_an_exemplar_unless_told(tmp_path: Path) -> None:
+    with pytest.raises(ExemplarFileError) as caught:
+        thumbnail_jpeg(tmp_path / "gone.jpg")
+    assert str(caught.value).startswith("the stored copy of an exemplar is missing (gone.jpg)")
 
 
 def test_stored_copies_are_listed_by_sha_without_partial_or_foreign_files(tmp_path: Path) -> None:
@@ -220,6 +229,8 @@ def test_stored_copies_are_listed_by_sha_without_partial_or_foreign_files(tmp_pa
 
 def test_deleting_copies_counts_those_that_existed(tmp_path: Path) -> None:
     files = ExemplarFiles(tmp_path)
+    other = "cd" + "0" * 62
     files.write(picture(), max_side=32)
-    assert files.delete([SHA, "cd" + "0" * 62]) == 1
+    files.write(LoadedImage(picture().image, other, None), max_side=32)
+    assert files.delete([SHA, other, "ef" + "0" * 62]) == 2
     assert files.delete([SHA]) == 0
