@@ -595,3 +595,8 @@ def test_a_line_without_commas_is_read_once():
 def test_a_closed_literal_of_another_kind_is_refused():
     assert closed_literal("{'crest', 'wing'}", 0, "}", dict) is None  # a set, not a dict
     assert closed_literal("{'crest': 1} more}", 0, "}", dict) == ({"crest": 1}, 12)
+
+
+def test_an_empty_literal_right_at_the_start_is_read() -> None:
+    assert closed_literal("{}", 0, "}", dict) == ({}, 2)
+    assert closed_literal("[] and more]", 0, "]", list) == ([], 2)
