@@ -124,9 +124,9 @@ class RarTools:
         """Lock the data folder for this process now, without opening the store."""
         self.components.claim_data_dir()
 
-    def close(self) -> None:
-        """Close the store and release the data folder (models stay loaded)."""
-        self.components.close()
+    def close(self, wait_s: float | None = None) -> bool:
+        """Close the store and release the data folder (models stay loaded); see `Components.close`."""
+        return self.components.close(wait_s)
 
     def load(self, source: str, full_resolution: bool = False) -> LoadedImage:
         """Decode an image argument (see `Components.load`)."""

@@ -119,10 +119,9 @@ def vocabulary_file(name: str, folder: Path = VOCABULARY_DIR) -> Path:
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_serve(tools, args) -> None:
-    from rar_tools.server import run_server
+    from rar_tools.serving import serve
 
-    tools.claim_data_dir()  # a second server on the same data dir stops here, with the holder's pid
-    run_server(tools)
+    serve(tools)
 
 
 def cmd_operation(tools, args) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from PIL import Image
@@ -135,17 +136,27 @@ class Components:
         if self._claim is None:
             self._claim = lock_data_dir(self.settings.data_dir)
 
-    def close(self) -> None:
-        """Close the store and release the data folder (models stay loaded)."""
+    def close(self, wait_s: float | None = None) -> bool:
+        """Close the store and release the data folder (models stay loaded), once the store is not
+        being opened and no memory write is running: waits up to `wait_s` seconds in all for that
+        (None: as long as it takes). Returns False, leaving the store open, when it is still busy."""
         from rar_tools.locking import unlock_data_dir
 
-        with self._store_lock:
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        if not self._store_lock.acquire(timeout=-1 if deadline is None else wait_s):
+            return False
+        try:
             if self._store is not None:
-                self._store.close()
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._store.close(left):
+                    return False
                 self._store = None
+        finally:
+            self._store_lock.release()
         if self._claim is not None:
             unlock_data_dir(self._claim)
             self._claim = None
+        return True
 
     @property
     def view_config(self) -> ViewConfig:

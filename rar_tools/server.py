@@ -115,7 +115,7 @@ async def wait_until_loaded(models: Sequence[BackgroundModel], ctx: Context, tim
     """Wait for background models, reporting progress each second when the client asked."""
     for model in models:
         waited = 0
-        while not await anyio.to_thread.run_sync(model.wait, 1.0):
+        while not await anyio.to_thread.run_sync(model.wait, 1.0, abandon_on_cancel=True):
             waited += 1
             await ctx.report_progress(waited, None, f"waiting for the {model.name} to load ({waited} s)")
             if waited >= timeout:
@@ -123,9 +123,10 @@ async def wait_until_loaded(models: Sequence[BackgroundModel], ctx: Context, tim
 
 
 async def run_api(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking API call in a worker thread; caller-fixable errors become `ToolError`."""
+    """Run a blocking API call in a worker thread; caller-fixable errors become `ToolError`. A
+    cancelled call (the client went away) stops waiting at once; its thread finishes on its own."""
     try:
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), abandon_on_cancel=True)
     except RarToolsError as exc:
         raise ToolError(str(exc)) from exc
 

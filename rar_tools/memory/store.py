@@ -71,14 +71,22 @@ class MemoryStore:
         """The Chroma client (for diagnostics and tests; callers use the methods here)."""
         return self.index.client
 
-    def close(self) -> None:
-        """Close the Chroma client this store opened and release the data folder. Idempotent."""
+    def close(self, wait_s: float | None = None) -> bool:
+        """Close the Chroma client this store opened and release the data folder, once no write is
+        running: waits up to `wait_s` seconds for one (None: as long as it takes). Returns False,
+        having closed nothing, when a write still runs after `wait_s`. Idempotent."""
         if self._closed:
-            return
-        self._closed = True
-        if self._owns_client:
-            self.index.client.close()
-        unlock_data_dir(self._lock)
+            return True
+        if not self._writes.acquire(timeout=-1 if wait_s is None else wait_s):
+            return False
+        try:
+            self._closed = True
+            if self._owns_client:
+                self.index.client.close()
+            unlock_data_dir(self._lock)
+        finally:
+            self._writes.release()
+        return True
 
     # -- memories ----------------------------------------------------------------------------
     def names(self) -> list[str]:
