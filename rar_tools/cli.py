@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from rar_tools import render
 from rar_tools.cli_flags import add_request_flags, add_settings_flags, request_arguments, settings_from
 from rar_tools.errors import RarToolsError
+from rar_tools.hub import quiet_library_handlers
 from rar_tools.images import IMAGE_SUFFIXES
 from rar_tools.requests import (
     AddRequest,
@@ -308,6 +309,7 @@ def configure_logging(level: str) -> None:
         force=True,
     )
     logging.getLogger("rar_tools").setLevel(level)
+    quiet_library_handlers()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from rar_tools.errors import RankerError
+from rar_tools.hub import HubAccess, clip_needs_hub, is_local
 from rar_tools.images import ImageLimits, LoadedImage, load_image
 from rar_tools.lazy import BackgroundModel
 from rar_tools.requests import ModelName
@@ -47,6 +48,7 @@ class Components:
         self._store = store
         self._store_lock = threading.Lock()
         self._claim: DataDirLock | None = None
+        self.hub = HubAccess()  # asked once, by the first load that may need the Hub
         self.clip = BackgroundModel("CLIP encoder", self._load_encoder)
         self.mllm = BackgroundModel("MLLM ranker", self._load_ranker)
         self.detector = BackgroundModel("object detector", self._load_detector)  # on first use only
@@ -57,7 +59,11 @@ class Components:
         from rar_tools.encoder import create_encoder
 
         s = self.settings
-        return create_encoder(s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates, s.clip_precision)
+        what = f"the CLIP model {s.clip_model!r} (weights {s.clip_pretrained})"
+        with self.hub.loading(clip_needs_hub(s.clip_model, s.clip_pretrained), what, "--clip-model"):
+            return create_encoder(
+                s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates, s.clip_precision
+            )
 
     def _load_ranker(self) -> Ranker:
         from rar_tools.ranking import RankerConfig, create_ranker
@@ -73,12 +79,16 @@ class Components:
             api_key=s.ranker_api_key,
             timeout_s=s.ranker_timeout,
         )
-        return create_ranker(config)
+        needs_hub = s.ranker_url is None and not is_local(s.ranker_model)
+        with self.hub.loading(needs_hub, f"the ranker model {s.ranker_model!r}", "--ranker-model"):
+            return create_ranker(config)
 
     def _load_detector(self) -> Detector:
         from rar_tools.detection import Detector
 
-        return Detector(self.settings.detector_model, self.settings.device)
+        model = self.settings.detector_model
+        with self.hub.loading(not is_local(model), f"the detector model {model!r}", "--detector-model"):
+            return Detector(model, self.settings.device)
 
     def _read_labels(self) -> int:
         """Read every memory's entry labels, so that searches need not (see `MemoryStore.read_labels`)."""
