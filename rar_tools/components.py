@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from PIL import Image
 
@@ -20,6 +20,7 @@ from rar_tools.images import ImageLimits, LoadedImage, load_image
 from rar_tools.lazy import BackgroundModel
 from rar_tools.requests import ModelName
 from rar_tools.settings import Settings
+from rar_tools.threads import available_cores, default_threads, parameter_count, preprocess_workers
 
 if TYPE_CHECKING:
     from rar_tools.detection import Detector
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from rar_tools.region_recognition import ViewConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Components:
@@ -60,10 +62,13 @@ class Components:
 
         s = self.settings
         what = f"the CLIP model {s.clip_model!r} (weights {s.clip_pretrained})"
+        workers = preprocess_workers(s.threads or available_cores())
         with self.hub.loading(clip_needs_hub(s.clip_model, s.clip_pretrained), what, "--clip-model"):
-            return create_encoder(
-                s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates, s.clip_precision
+            encoder = create_encoder(
+                *(s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates, s.clip_precision),
+                preprocess_workers=workers,
             )
+        return self._with_threads(encoder, encoder.model)
 
     def _load_ranker(self) -> Ranker:
         from rar_tools.ranking import RankerConfig, create_ranker
@@ -81,18 +86,34 @@ class Components:
         )
         needs_hub = s.ranker_url is None and not is_local(s.ranker_model)
         with self.hub.loading(needs_hub, f"the ranker model {s.ranker_model!r}", "--ranker-model"):
-            return create_ranker(config)
+            ranker = create_ranker(config)
+        local = getattr(ranker, "model", None)  # a remote ranker has no model here
+        return ranker if local is None else self._with_threads(ranker, local)
 
     def _load_detector(self) -> Detector:
         from rar_tools.detection import Detector
 
         model = self.settings.detector_model
         with self.hub.loading(not is_local(model), f"the detector model {model!r}", "--detector-model"):
-            return Detector(model, self.settings.device)
+            detector = Detector(model, self.settings.device)
+        return self._with_threads(detector, detector.model)
 
     def _read_labels(self) -> int:
         """Read every memory's entry labels, so that searches need not (see `MemoryStore.read_labels`)."""
         return sum(self.store.read_labels(name) for name in self.store.names())
+
+    def threads_for(self, module: object) -> int:
+        """The CPU threads a loaded model runs on: `--threads`, else chosen from its size and the
+        cores (see `rar_tools.threads`)."""
+        if self.settings.threads is not None:
+            return self.settings.threads
+        return default_threads(parameter_count(module), available_cores())
+
+    def _with_threads(self, model: T, module: object) -> T:
+        """`model` set to run on its threads (logged once, as it loads)."""
+        model.threads = self.threads_for(module)  # type: ignore[attr-defined]
+        log.info("%s runs on %d CPU thread(s) (--threads to change)", type(model).__name__, model.threads)
+        return model
 
     def start_loading(self) -> None:
         """Load the models, and read the memories' labels, in background threads (a server calls this
@@ -117,6 +138,11 @@ class Components:
                 "without --no-ranker (--ranker-model ID_OR_FOLDER, or --ranker-url URL)"
             )
         return self.mllm.get(self.settings.model_wait_timeout)
+
+    @property
+    def detector_model(self) -> Detector:
+        """The detector, loaded on first use and waited for."""
+        return self.detector.get(self.settings.model_wait_timeout)
 
     def loading(self, needed: frozenset[ModelName]) -> list[BackgroundModel]:
         """The background models behind `needed` that a caller should wait for (not a ranker the

@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     model_wait_timeout: float = Field(600.0, gt=0, description="seconds a tool call waits for models to load")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="stderr log level")
 
+    # CPU threads (issue 17)
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="CPU threads torch uses for the models (unset: 1 when every model loaded at start has "
+        "weights under 80 MB, else one per available core, at most 8; see docs/performance.md)",
+    )
+
     @field_validator("allow_dir", mode="before")
     @classmethod
     def split_folders(cls, value: Any) -> Any:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-SECTIONS = ("encode", "add", "retrieve", "rank", "e2e")
+SECTIONS = ("encode", "add", "retrieve", "rank", "e2e", "threads")
 TINY_RANKER = "tiny"
 RANDOM_QWEN25_VL_3B = "random-qwen2.5-vl-3b"
 HNSW_KEYS = ("space", "ef_construction", "ef_search", "max_neighbors")

@@ -27,6 +27,7 @@ from rar_tools.ranking.messages import ImagePart, Part, TextPart, image_count, r
 from rar_tools.ranking.messages import downscale as downscale  # re-exported: callers import it from here
 from rar_tools.ranking.parsing import generated_ranking
 from rar_tools.ranking.prompts import shown_names
+from rar_tools.threads import use_threads
 
 ANSWER_OPENING = "["
 # Families trained on one image per prompt: exemplar images are refused rather than mis-shown.
@@ -134,6 +135,7 @@ class TransformersRanker:
         self.tokenizer = self.processor.tokenizer
         self.family = self.model.config.model_type
         self._lead_ids = self._leading_special_ids()
+        self.threads: int | None = None  # torch threads per call (None: leave torch's setting alone)
         self._lock = threading.Lock()
 
     # Public API -----------------------------------------------------------------------------
@@ -141,6 +143,7 @@ class TransformersRanker:
     def rank(self, request: RankRequest) -> RankResult:
         """Order `request.candidates` for `request.image`, best first."""
         with self._lock, torch.inference_mode():
+            use_threads(self.threads)
             try:
                 if request.mode == "generate":
                     return self._rank_by_generation(request)
@@ -157,6 +160,7 @@ class TransformersRanker:
     def candidate_scores(self, request: RankRequest) -> list[float]:
         """Mean log-prob per candidate: prompt encoded once, candidates batched on its KV cache."""
         with self._lock, torch.inference_mode():
+            use_threads(self.threads)
             return self._cached_scores(*self._score_inputs(request))[0]
 
     def score_without_cache(self, request: RankRequest) -> list[float]:

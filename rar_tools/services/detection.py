@@ -19,7 +19,7 @@ class DetectionService:
         """Boxes for the request's text queries: each can be named with `recognize_regions`."""
         s = self.components.settings
         threshold = s.detector_threshold if request.threshold is None else request.threshold
-        detector = self.components.detector.get(s.model_wait_timeout)
+        detector = self.components.detector_model
         started = time.perf_counter()
         loaded = self.components.load(request.image, full_resolution=True)
         loaded_at = time.perf_counter()
