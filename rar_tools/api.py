@@ -186,10 +186,10 @@ class RarTools:
         """Recognise many boxes of one image, their CLIP work batched."""
         return self.recognition.recognize_regions(request, progress)
 
-    @takes(DetectRequest)
-    def detect(self, request: DetectRequest) -> DetectResult:
+    @takes(DetectRequest, progress=True)
+    def detect(self, request: DetectRequest, progress=None) -> DetectResult:
         """Boxes for text queries from the open-vocabulary detector (loaded on first use)."""
-        return self.detection.detect(request)
+        return self.detection.detect(request, progress)
 
 
 __all__ = ["RarTools", "check_label"]
