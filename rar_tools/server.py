@@ -24,6 +24,7 @@ from rar_tools import __version__
 from rar_tools.errors import RarToolsError
 from rar_tools.lazy import BackgroundModel
 from rar_tools.mcp_extras import register_prompts, register_resources
+from rar_tools.mcp_protocol import RarServer
 from rar_tools.progress import CallProgress
 from rar_tools.requests import OPERATIONS, Request
 from rar_tools.schemas import Candidate
@@ -191,7 +192,7 @@ def create_server(tools: RarTools) -> MCPServer:
         tools.start_loading()
         yield tools
 
-    mcp = MCPServer("rar-tools", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+    mcp = RarServer("rar-tools", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
     for spec in tool_specs(tools):
         description = inspect.cleandoc(spec.request.__doc__ or "")
         mcp.add_tool(
