@@ -20,6 +20,7 @@ from rar_tools.components import Components
 from rar_tools.images import LoadedImage
 from rar_tools.requests import (
     AddRequest,
+    DeleteRequest,
     DetectRequest,
     ListRequest,
     RankCandidatesRequest,
@@ -32,6 +33,7 @@ from rar_tools.requests import (
 )
 from rar_tools.schemas import (
     AddResult,
+    DeleteResult,
     DetectResult,
     MemoryList,
     RankOutput,
@@ -155,6 +157,11 @@ class RarTools:
     def remove(self, request: RemoveRequest) -> RemoveResult:
         """Remove entries by id and/or every entry of a label."""
         return self.memories.remove(request)
+
+    @takes(DeleteRequest)
+    def delete_memory(self, request: DeleteRequest) -> DeleteResult:
+        """Delete a whole memory, with its exemplar copies no other memory uses."""
+        return self.memories.delete_memory(request)
 
     @takes(ListRequest)
     def list_memories(self, request: ListRequest) -> MemoryList:

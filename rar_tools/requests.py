@@ -322,6 +322,16 @@ class ListRequest(Request):
     ] = limits.DEFAULT_LIST_LABELS
 
 
+class DeleteRequest(Request):
+    """Delete a whole memory: every entry, and the stored exemplar copies no other memory uses.
+    Cannot be undone."""
+
+    positional: ClassVar = ("memory",)
+    error: ClassVar = MemoryStoreError
+
+    memory: MemoryName
+
+
 OPERATIONS: dict[str, type[Request]] = {
     "add_to_memory": AddRequest,
     "retrieve_candidates": RetrieveRequest,
@@ -331,5 +341,6 @@ OPERATIONS: dict[str, type[Request]] = {
     "detect_objects": DetectRequest,
     "remove_from_memory": RemoveRequest,
     "list_memories": ListRequest,
+    "delete_memory": DeleteRequest,
 }
 """The MCP tool of each request model (the tool names are public and stay)."""

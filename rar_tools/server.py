@@ -112,6 +112,7 @@ def tool_specs(tools: RarTools) -> list[ToolSpec]:
         ToolSpec(
             "detect_objects", tools.detection.detect, READ_ONLY, "Detect objects", schemas.DetectResult, "detecting"
         ),
+        ToolSpec("delete_memory", tools.memories.delete_memory, DESTRUCTIVE, "Delete a memory", schemas.DeleteResult),
     ]
 
 

@@ -38,6 +38,7 @@ API_METHODS = {
     "detect_objects": "detect",
     "remove_from_memory": "remove",
     "list_memories": "list_memories",
+    "delete_memory": "delete_memory",
 }
 CLI_COMMANDS = {
     "retrieve_candidates": "retrieve",
@@ -47,6 +48,7 @@ CLI_COMMANDS = {
     "detect_objects": "detect",
     "remove_from_memory": "remove",
     "list_memories": "memories",
+    "delete_memory": "delete",
 }
 SCHEMA_KEYS = (
     "type",
