@@ -292,14 +292,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever `sys.stderr` is when a record arrives, not to the stream it was at
+    set-up: a caller that replaces stderr for a while (a test capturing output) and closes the
+    replacement would otherwise leave every later record failing with "--- Logging error ---"."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(level: str) -> None:
     """Our messages at `level`, other libraries' at WARNING (DEBUG shows all); all on stderr."""
-    logging.basicConfig(
-        level=logging.DEBUG if level == "DEBUG" else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if level == "DEBUG" else logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("rar_tools").setLevel(level)
     quiet_library_handlers()
 

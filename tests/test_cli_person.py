@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import json
+import logging
 import os
 import pty
 import re
@@ -23,7 +25,7 @@ from conftest import make_image
 from mcp import Client
 
 from rar_tools.api import RarTools
-from rar_tools.cli import main
+from rar_tools.cli import configure_logging, main
 from rar_tools.evaluation.datasets import DatasetError, load_dataset
 from rar_tools.server import create_server
 
@@ -299,3 +301,17 @@ def run_on_terminal(command: list[str], env: dict[str, str], timeout_s: float = 
     os.close(leader)
     assert process.wait(timeout=60) == 0
     return b"".join(chunks).decode(errors="replace")
+
+
+def test_log_records_follow_stderr_after_a_replaced_stderr_is_closed(capfd: pytest.CaptureFixture) -> None:
+    """As when a test captured the output of an in-process `main`: later records still print."""
+    replacement, saved = io.StringIO(), sys.stderr
+    sys.stderr = replacement
+    try:
+        configure_logging("INFO")
+    finally:
+        sys.stderr = saved
+    replacement.close()
+    logging.getLogger("rar_tools.tests").warning("written after the replacement closed")
+    err = capfd.readouterr().err
+    assert "written after the replacement closed" in err and "Logging error" not in err
