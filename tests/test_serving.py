@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import anyio
 import pytest
-from conftest import make_image
+from conftest import free_port, make_image, wait_for_http_server
 
 from rar_tools.bench.startup import Stopped, stop_server, tool_call
 from rar_tools.locking import lock_data_dir, unlock_data_dir
@@ -76,3 +80,23 @@ def test_closing_stdin_with_tool_calls_in_flight_always_exits_cleanly(
     for attempt in range(REPEATS):
         command = serve_command(tmp_path / f"data-{attempt}", clip_model, tiny_models_dir)
         assert_clean_exit(stop_server(command, child_env(), "stdin", calls), within_s=2.0)
+
+
+def test_sigint_stops_the_http_server_without_a_traceback(tmp_path: Path, clip_model: str) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "rar_tools", "serve", "--data-dir", str(tmp_path / "data"), "--no-ranker"]
+    command += ["--clip-model", clip_model, "--transport", "http", "--port", str(port)]
+    with (tmp_path / "server.log").open("w+") as log:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=child_env())
+        try:
+            anyio.run(wait_for_http_server, f"http://127.0.0.1:{port}/mcp", process, time.monotonic() + 90)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        log.seek(0)
+        text = log.read()
+    assert "Traceback" not in text and "stopping on SIGINT" in text, text[-2000:]
+    assert_folder_is_free(tmp_path / "data")
