@@ -126,3 +126,16 @@ def test_hub_library_warnings_are_printed_once() -> None:
         [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stderr.count("Retrying in 1s") == 1, done.stderr
+
+
+def test_configuring_the_cli_logging_imports_no_model_library() -> None:
+    code = (
+        "from rar_tools.cli import configure_logging\n"
+        "configure_logging('INFO')\n"
+        "import sys\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'open_clip', 'chromadb') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr

@@ -105,6 +105,10 @@ class MemoryStore:
         """Entries in memory `name`."""
         return self.index.get(name).count()
 
+    def holds_label(self, name: str, label: str) -> bool:
+        """Whether memory `name` has an entry of `label` (one filtered read, not a scan of every entry)."""
+        return bool(self.index.metadata_of_label(self.index.get(name), label))
+
     def kinds(self, name: str) -> set[EntryKind]:
         """The entry kinds memory `name` holds (recorded by adds and removals, not scanned)."""
         return self.index.kinds(self.index.get(name))

@@ -179,10 +179,9 @@ class MemoryService:
         """Remove entries by id and/or every entry of a label; a label the memory does not hold is
         refused, naming the closest labels it does hold (nothing is removed then)."""
         store = self.components.store
-        if request.label is not None:
-            labels = store.summary(request.memory).label_counts
-            if request.label not in labels:
-                raise MemoryStoreError(unknown_label(request.memory, request.label, list(labels)))
+        if request.label is not None and not store.holds_label(request.memory, request.label):
+            labels = list(store.summary(request.memory).label_counts)
+            raise MemoryStoreError(unknown_label(request.memory, request.label, labels))
         removed = store.remove(request.memory, request.entry_ids, request.label)
         return RemoveResult(memory=request.memory, removed=removed, count=store.count(request.memory))
 
