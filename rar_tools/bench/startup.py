@@ -9,8 +9,9 @@ and for the server to exit when it is told to stop.
 - help: wall time of `rar-tools --help` (the console script beside this interpreter, else
   `python -m rar_tools --help`).
 - stop on stdin close / SIGINT: seconds from closing the server's stdin (how a host ends a session)
-  or sending it SIGINT (Ctrl-C), right after its `initialize` response and a tool call, until the
-  process has exited; CLIP is still loading then, as it is when a host closes a session early.
+  or sending it SIGINT (Ctrl-C), right after its `initialize` response and an `add_to_memory` call
+  that waits for CLIP, until the process has exited: `rar-tools serve` with the run's CLIP and
+  ranker, both still loading then, and the call in flight, as when a host closes a session early.
 
 Each is the median of `SPAWNS` fresh processes. Every process gets a deadline and is killed after.
 """
@@ -50,6 +51,12 @@ STDERR_TAIL_CHARS = 800
 INITIALIZE_ID = 1
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 StopHow = Literal["stdin", "SIGINT", "SIGTERM"]
+WAITING_CALL = {  # a call that waits for CLIP: in flight when the server is told to stop
+    "jsonrpc": "2.0",
+    "id": 2,
+    "method": "tools/call",
+    "params": {"name": "add_to_memory", "arguments": {"memory": "stop-test", "labels": ["a label"]}},
+}
 
 
 def child_env() -> dict[str, str]:
@@ -70,11 +77,10 @@ def model_flags(settings: Settings) -> list[str]:
     ]
 
 
-def serve_command(settings: Settings, data_dir: Path) -> list[str]:
-    """`rar-tools serve` over stdio without a ranker, with the run's CLIP."""
-    return [sys.executable, "-m", "rar_tools", "serve", "--no-ranker", "--data-dir", str(data_dir)] + model_flags(
-        settings
-    )
+def serve_command(settings: Settings, data_dir: Path, ranker: bool = False) -> list[str]:
+    """`rar-tools serve` over stdio with the run's CLIP, and its ranker if `ranker` (else none)."""
+    command = [sys.executable, "-m", "rar_tools", "serve", "--data-dir", str(data_dir), *model_flags(settings)]
+    return command + (["--ranker-model", settings.ranker_model] if ranker else ["--no-ranker"])
 
 
 def help_command() -> list[str]:
@@ -220,9 +226,9 @@ def stop_server(
 
 
 def seconds_to_stop(command: list[str], env: dict[str, str], how: StopHow) -> float:
-    """Seconds until a server that has just answered `initialize` and a tool call exits after `how`;
-    an error unless it exits with status 0."""
-    stopped = stop_server(command, env, how, [tool_call(2, "list_memories", {})])
+    """Seconds until a server that has just answered `initialize`, and been sent a tool call that
+    waits for the loading CLIP, exits after `how`; an error unless it exits with status 0."""
+    stopped = stop_server(command, env, how, [WAITING_CALL])
     if stopped.returncode != 0:
         raise RuntimeError(
             f"exited with status {stopped.returncode} after {how}: {stopped.stderr[-STDERR_TAIL_CHARS:]}"
@@ -283,9 +289,10 @@ def measure_startup(settings: Settings, work_dir: Path, spawns: int = SPAWNS) ->
         "initialize": {**initialize, "command": serve[0], "target_s": INITIALIZE_TARGET_S},
         "help": {**help_run, "command": help_command(), "target_s": HELP_TARGET_S},
     }
+    full = [serve_command(settings, work_dir / f"stop-{i}", ranker=True) for i in range(spawns)]
     for how, key in STOPS.items():
-        stops = repeat(lambda i, how=how: seconds_to_stop(serve[i], env, how), spawns)
-        figures[key] = {**stops, "command": serve[0], "target_s": STOP_TARGETS_S[how]}
+        stops = repeat(lambda i, how=how: seconds_to_stop(full[i], env, how), spawns)
+        figures[key] = {**stops, "command": full[0], "target_s": STOP_TARGETS_S[how]}
     return figures
 
 
@@ -293,8 +300,8 @@ STOPS: dict[StopHow, str] = {"stdin": "stop_stdin", "SIGINT": "stop_sigint"}
 STARTUP_FIGURES = (
     ("initialize", "serve --no-ranker (stdio): spawn to initialize response"),
     ("help", "rar-tools --help: wall time"),
-    ("stop_stdin", "serve, CLIP loading: stdin closed to exit"),
-    ("stop_sigint", "serve, CLIP loading: SIGINT to exit"),
+    ("stop_stdin", "serve, models loading, a call waiting: stdin closed to exit"),
+    ("stop_sigint", "serve, models loading, a call waiting: SIGINT to exit"),
 )
 
 
