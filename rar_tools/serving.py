@@ -36,8 +36,8 @@ def serve(tools: RarTools) -> NoReturn:
     """Run the MCP server of `tools` until the client leaves or a stop signal arrives, then exit."""
     from rar_tools.server import run_server
 
-    install_stop_handlers(tools)
     tools.claim_data_dir()  # a second server on the same data dir stops here, with the holder's pid
+    install_stop_handlers(tools)  # from here on the process ends only through `exit_now`
     run_server(tools)
     log.info("the client closed the connection; stopping")
     exit_now(tools, 0)

@@ -15,6 +15,7 @@ import pytest
 from conftest import free_port, make_image, wait_for_http_server
 
 from rar_tools.bench.startup import Stopped, stop_server, tool_call
+from rar_tools.cli import main
 from rar_tools.locking import lock_data_dir, unlock_data_dir
 
 REPEATS = 15  # a failure seen once in 5 runs slips through 15 runs with probability 0.8**15 < 4 %
@@ -100,3 +101,30 @@ def test_sigint_stops_the_http_server_without_a_traceback(tmp_path: Path, clip_m
         text = log.read()
     assert "Traceback" not in text and "stopping on SIGINT" in text, text[-2000:]
     assert_folder_is_free(tmp_path / "data")
+
+
+def test_a_refused_serve_leaves_the_callers_signal_handlers_alone(tmp_path: Path, clip_model: str) -> None:
+    """`main(["serve", ...])` in-process, refused because another process holds the folder: Ctrl-C
+    in the calling process still raises KeyboardInterrupt."""
+    data_dir = tmp_path / "data"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOLDER, str(data_dir)], stdout=subprocess.PIPE, text=True, env=child_env()
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["serve", "--data-dir", str(data_dir), "--clip-model", clip_model, "--no-ranker"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+HOLD_FOLDER = """
+import sys, time
+from pathlib import Path
+from rar_tools.locking import lock_data_dir
+lock_data_dir(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(120)
+"""
