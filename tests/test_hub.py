@@ -115,27 +115,23 @@ def test_the_default_clip_fails_within_seconds_when_the_hub_does_not_answer(tmp_
     assert elapsed < 30, f"{elapsed:.0f} s"
 
 
+def after_cli_logging(code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter after the CLI has configured logging."""
+    setup = "from rar_tools.cli import configure_logging\nconfigure_logging('INFO')\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", setup + code], env=env, capture_output=True, text=True)
+
+
 def test_hub_library_warnings_are_printed_once() -> None:
-    code = (
-        "from rar_tools.cli import configure_logging\n"
-        "configure_logging('INFO')\n"
+    done = after_cli_logging(
         "from huggingface_hub.utils import logging\n"
         "logging.get_logger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stderr.count("Retrying in 1s") == 1, done.stderr
 
 
 def test_configuring_the_cli_logging_imports_no_model_library() -> None:
-    code = (
-        "from rar_tools.cli import configure_logging\n"
-        "configure_logging('INFO')\n"
-        "import sys\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'open_clip', 'chromadb') if m in sys.modules))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+    done = after_cli_logging(
+        "import sys\nprint(sorted(m for m in ('torch', 'transformers', 'open_clip', 'chromadb') if m in sys.modules))\n"
     )
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
