@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -153,18 +154,29 @@ def decode_base64(text: str, limits: ImageLimits) -> bytes:
     return data
 
 
+@functools.cache
+def pillow_warnings_filtered() -> None:
+    """Once per process: Pillow's UserWarnings on damaged files are not shown (each image is refused or
+    tolerated here with a message of its own), and its decompression-bomb warning is an error.
+
+    Set once, not around each decode: every change of the warning filters (`catch_warnings` included)
+    resets Python's memory of the warnings already shown, so a library's deprecation warning came
+    back after every image (300 times in one evaluation); and changing them per call is not
+    thread-safe."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.|rar_tools\.images")
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image.Image:
     """Decode bytes into an RGB image: size-checked before decoding, EXIF-rotated, first frame."""
+    pillow_warnings_filtered()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on damaged files: refused or tolerated here
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                raise ImageInputError(f"{name} is {width}x{height} pixels; the limit is {limits.max_pixels} pixels")
-            image.seek(0)
-            image.load()
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            raise ImageInputError(f"{name} is {width}x{height} pixels; the limit is {limits.max_pixels} pixels")
+        image.seek(0)
+        image.load()
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
