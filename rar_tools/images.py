@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
-import functools
 import hashlib
 import io
 import os
@@ -154,17 +153,18 @@ def decode_base64(text: str, limits: ImageLimits) -> bytes:
     return data
 
 
-@functools.cache
 def pillow_warnings_filtered() -> None:
-    """Once per process: Pillow's UserWarnings on damaged files are not shown (each image is refused or
-    tolerated here with a message of its own), and its decompression-bomb warning is an error.
+    """Pillow's UserWarnings on damaged files are not shown (each image is refused or tolerated here
+    with a message of its own), and its decompression-bomb warning is an error.
 
-    Set once, not around each decode: every change of the warning filters (`catch_warnings` included)
+    The filters are added only when missing (once per process, or again after a caller restored the
+    filters, as `catch_warnings` does), never around each decode: every change of the warning filters
     resets Python's memory of the warnings already shown, so a library's deprecation warning came
     back after every image (300 times in one evaluation); and changing them per call is not
     thread-safe."""
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.|rar_tools\.images")
-    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+    if not any(f[0] == "error" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.|rar_tools\.images")
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image.Image:
