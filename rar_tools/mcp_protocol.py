@@ -7,6 +7,8 @@
 - A prompt asked for with a missing or unknown argument, or an unknown prompt: a JSON-RPC
   invalid-params error that says which (the SDK answered code 0 and logged a traceback), logged as
   one line.
+- A tool argument the tool does not take (a typo such as `top_k` for `k`): the SDK dropped it
+  silently and the call ran with the default; it is refused, naming the arguments the tool takes.
 - A request before `initialize`: the SDK's answer was a bare "Invalid request parameters"; it now
   says that the client must initialize first.
 """
@@ -47,6 +49,18 @@ def argument_problem(tool: str, arguments: dict[str, Any], error: ValidationErro
     return validation_message(error)
 
 
+def unknown_arguments(tool: str, arguments: dict[str, Any]) -> str | None:
+    """Which of `arguments` tool `tool` does not take (None when it takes them all, or is not ours)."""
+    request = OPERATIONS.get(tool)
+    if request is None:
+        return None
+    known = request.fields_on("mcp")
+    unknown = [name for name in arguments if name not in known]
+    if not unknown:
+        return None
+    return f"{tool} takes no argument {' or '.join(map(repr, unknown[:5]))}; its arguments are {', '.join(known)}"
+
+
 def prompt_problem(prompt: Any | None, name: str, arguments: dict[str, Any], known: list[str]) -> str | None:
     """Why prompt `name` cannot be rendered with `arguments` (None when it can): an unknown prompt,
     a missing required argument or an argument it does not take."""
@@ -70,6 +84,9 @@ class RarServer(MCPServer):
         self.middleware.append(initialize_first)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        problem = unknown_arguments(name, arguments or {})
+        if problem:
+            raise ToolError(f"Error executing tool {name}: {problem}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

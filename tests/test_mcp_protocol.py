@@ -50,6 +50,20 @@ async def test_a_list_of_the_wrong_type_is_refused_in_our_words(tools) -> None:
     assert "labels" in text and not any(internal in text for internal in PYDANTIC_INTERNALS)
 
 
+async def test_an_argument_the_tool_does_not_take_is_refused_naming_the_ones_it_takes(tools) -> None:
+    text = await tool_error(tools, "retrieve_candidates", {"memory": "m", "image": "/x.png", "top_k": 3})
+    assert text.startswith("Error executing tool retrieve_candidates: retrieve_candidates takes no argument 'top_k'; ")
+    assert "its arguments are memory, image, k," in text
+
+
+async def test_an_unknown_argument_changes_nothing(tools) -> None:
+    async with Client(create_server(tools)) as client:
+        result = await client.call_tool("add_to_memory", {"memory": "fresh", "labels": ["a"], "lable": "b"})
+        listed = await client.call_tool("list_memories", {})
+    assert result.is_error and "'lable'" in result.content[0].text
+    assert "fresh" not in [m["name"] for m in listed.structured_content["memories"]]
+
+
 async def test_tools_have_titles_and_descriptions_without_source_indentation(tools) -> None:
     async with Client(create_server(tools)) as client:
         listed = (await client.list_tools()).tools
