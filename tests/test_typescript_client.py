@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
