@@ -405,3 +405,35 @@ def test_a_path_changed_while_opened_is_refused(tmp_path: Path, monkeypatch: pyt
     assert str(caught.value).endswith(
         "' changed while it was being opened (a symlink or another file replaced part of it); refused"
     )
+
+
+# -- Pillow's warning filters: added once, scoped to Pillow ---------------------------------------------
+def warn_here() -> None:
+    warnings.warn("shown once for this place", DeprecationWarning, stacklevel=1)
+
+
+def test_decoding_again_leaves_the_warning_filters_alone() -> None:
+    decode_image(DATA, ImageLimits())  # the filters are in place from here on
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")  # each warning once per place, until the filters change
+        warn_here()
+        decode_image(DATA, ImageLimits())
+        warn_here()
+    assert [str(w.message) for w in shown] == ["shown once for this place"]
+
+
+def test_the_bomb_filter_is_added_beside_a_callers_other_error_filters() -> None:
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.simplefilter("error", ResourceWarning)  # an error filter, but not Pillow's
+        with pytest.raises(ImageInputError, match=r"^image data is too large to decode safely \("):
+            decode_image(png_header(10_000, 10_000), ImageLimits(max_pixels=200_000_000), name="image data")
+
+
+def test_a_callers_own_user_warnings_still_show_after_decoding() -> None:
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.resetwarnings()
+        warnings.simplefilter("always")
+        decode_image(DATA, ImageLimits())
+        warnings.warn("the caller's own", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in shown] == ["the caller's own"]
