@@ -75,6 +75,8 @@ class Components:
             timeout_s=s.ranker_timeout,
             score_normalisation=s.score_normalisation,
             permutations=s.rank_permutations,
+            adapter=str(s.ranker_adapter) if s.ranker_adapter else None,
+            merge_adapter=s.ranker_adapter_merge,
         )
         return create_ranker(config)
 

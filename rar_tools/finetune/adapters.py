@@ -1,0 +1,75 @@
+"""LoRA adapters on a ranker model: what fine-tuning trains (`LORA_TARGETS`) and how `--ranker-adapter`
+loads one, merged into the weights or kept switchable (for `eval`'s with/without comparison).
+
+peft is optional (`pip install 'rar-tools[finetune]'`); it is imported by the calls that need it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from rar_tools.errors import ModelLoadError
+from rar_tools.finetune.samples import FinetuneError
+
+log = logging.getLogger(__name__)
+
+PEFT_MISSING = (
+    "LoRA fine-tuning and --ranker-adapter need the peft package: pip install 'rar-tools[finetune]' "
+    "(or pip install peft)"
+)
+# The language model's attention and MLP projections; the vision tower (Qwen2.5-VL's also has
+# gate/up/down projections) and the multimodal projector stay frozen.
+LORA_TARGETS = r".*\blanguage_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_INFO = "rar_tools_adapter.json"  # what `finetune` trained: base model, data, steps, losses
+
+
+def require_peft(error: type[Exception] = FinetuneError) -> Any:
+    """The peft module, or `error` saying how to install it."""
+    try:
+        import peft
+    except ImportError:
+        raise error(PEFT_MISSING) from None
+    return peft
+
+
+def is_adapter_folder(folder: Path) -> bool:
+    """Whether `folder` holds a peft adapter (its adapter_config.json)."""
+    return (Path(folder).expanduser() / ADAPTER_CONFIG).is_file()
+
+
+def load_adapter(model: Any, folder: str | Path, merge: bool, base_name: str) -> tuple[Any, Any]:
+    """`model` with the adapter in `folder` applied, and the peft wrapper that switches it off
+    (None once merged into the weights). The LoRA layers go into `model` itself, so it keeps its
+    own class, attributes and forward."""
+    path = Path(folder).expanduser()
+    if not is_adapter_folder(path):
+        raise ModelLoadError(
+            f"the ranker adapter folder {str(folder)!r} holds no {ADAPTER_CONFIG}: give the --out folder of "
+            "`rar-tools finetune` (or another peft LoRA adapter)"
+        )
+    peft = require_peft(ModelLoadError)
+    warn_on_other_base(path, base_name)
+    try:
+        wrapped = peft.PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    except Exception as exc:  # a wrong base model, a damaged file: one actionable message
+        raise ModelLoadError(
+            f"could not load the ranker adapter {str(path)!r} onto {base_name!r} ({type(exc).__name__}: {exc}); "
+            "an adapter only fits the base model it was trained on"
+        ) from exc
+    if merge:
+        return wrapped.merge_and_unload().eval(), None
+    return model.eval(), wrapped
+
+
+def warn_on_other_base(path: Path, base_name: str) -> None:
+    """Log a warning when the adapter says it was trained on another base model than `base_name`."""
+    try:
+        trained_on = json.loads((path / ADAPTER_INFO).read_text(encoding="utf-8"))["base_model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if trained_on != base_name:
+        log.warning("the adapter %s was trained on %r, not on the ranker model %r", path, trained_on, base_name)
