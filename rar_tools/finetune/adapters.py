@@ -52,7 +52,7 @@ def load_adapter(model: Any, folder: str | Path, merge: bool, base_name: str) ->
             "`rar-tools finetune` (or another peft LoRA adapter)"
         )
     peft = require_peft(ModelLoadError)
-    warn_on_other_base(path, base_name)
+    check_base(path, base_name, model.config.model_type)
     try:
         wrapped = peft.PeftModel.from_pretrained(model, str(path), is_trainable=False)
     except Exception as exc:  # a wrong base model, a damaged file: one actionable message
@@ -65,11 +65,19 @@ def load_adapter(model: Any, folder: str | Path, merge: bool, base_name: str) ->
     return model.eval(), wrapped
 
 
-def warn_on_other_base(path: Path, base_name: str) -> None:
-    """Log a warning when the adapter says it was trained on another base model than `base_name`."""
+def check_base(path: Path, base_name: str, family: str) -> None:
+    """Refuse an adapter that `finetune` trained on another model family than `family` (its layers may
+    have the same names and shapes, and load without a word); warn when only the base's name differs
+    (a hub id and a local copy of one model are both fine)."""
     try:
-        trained_on = json.loads((path / ADAPTER_INFO).read_text(encoding="utf-8"))["base_model"]
-    except (OSError, ValueError, KeyError, TypeError):
+        info = json.loads((path / ADAPTER_INFO).read_text(encoding="utf-8"))
+        trained_on, trained_family = info["base_model"], info.get("model_type", family)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return
+    if trained_family != family:
+        raise ModelLoadError(
+            f"the ranker adapter {str(path)!r} was trained on {trained_on!r} (a {trained_family} model), not on "
+            f"a {family} model like {base_name!r}: an adapter only fits the base model it was trained on"
+        )
     if trained_on != base_name:
         log.warning("the adapter %s was trained on %r, not on the ranker model %r", path, trained_on, base_name)

@@ -201,7 +201,7 @@ def finetune_ranker(config: FinetuneConfig) -> FinetuneResult:
         seconds=time.perf_counter() - began,
     )
     save_checkpoint(config.out, model, optimizer, state)
-    save_adapter(model, config, result)
+    save_adapter(model, config, result, ranker.family)
     return result
 
 
@@ -221,9 +221,10 @@ def train_step(model: Any, optimizer: Any, trainable: list, inputs: dict, answer
     return float(loss.detach())
 
 
-def save_adapter(model: Any, config: FinetuneConfig, result: FinetuneResult) -> None:
+def save_adapter(model: Any, config: FinetuneConfig, result: FinetuneResult, family: str) -> None:
     """The final adapter in `config.out`, with what trained it in `rar_tools_adapter.json`."""
     model.save_pretrained(config.out)
-    info = {"base_model": config.base_model, "rank": config.rank, "lr": config.lr, "seed": config.seed}
+    info = {"base_model": config.base_model, "model_type": family, "rank": config.rank, "lr": config.lr}
+    info["seed"] = config.seed
     info |= {"data": str(config.data), "image_side": config.image_side, **result.model_dump(exclude={"adapter"})}
     (config.out / ADAPTER_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
