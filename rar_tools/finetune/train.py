@@ -18,6 +18,7 @@ import json
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,9 @@ def add_lora(model: Any, rank: int) -> Any:
     """`model` wrapped with fresh LoRA layers of `rank` on the language model's projections."""
     peft = require_peft()
     config = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
-    wrapped = peft.get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for the user to do
+        warnings.simplefilter("ignore", FutureWarning)
+        wrapped = peft.get_peft_model(model, config)
     if not any(p.requires_grad for p in wrapped.parameters()):
         raise FinetuneError("the ranker model has no language-model projections LoRA can train")
     return wrapped
