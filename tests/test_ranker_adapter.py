@@ -128,3 +128,26 @@ def test_eval_refuses_to_compare_with_a_merged_adapter(adapter, labelled_folder,
 def test_rar_plus_adapter_alone_needs_an_adapter() -> None:
     with pytest.raises(EvaluationError, match="needs a ranker adapter"):
         EvalConfig(methods=("rar+adapter",)).checked()
+
+
+def test_the_server_ranks_with_the_adapter(tiny_models_dir, adapter, request_, tmp_path) -> None:
+    """`serve --ranker-adapter`: rank_candidates over MCP gives the adapter's probabilities."""
+    import anyio
+    import torch
+    from mcp import Client
+
+    from rar_tools.server import create_server
+
+    request_.image.save(tmp_path / "red.png")
+    settings = Settings(data_dir=tmp_path / "data", ranker_model=str(tiny_models_dir / "mllm"), ranker_adapter=adapter)
+
+    async def rank() -> dict:
+        async with Client(create_server(RarTools(settings))) as client:
+            arguments = {"image": str(tmp_path / "red.png"), "candidates": list(request_.candidates)}
+            return (await client.call_tool("rank_candidates", arguments)).structured_content
+
+    out = anyio.run(rank)
+    expected = torch.tensor(local_ranker(tiny_models_dir, adapter=str(adapter)).candidate_scores(request_)).softmax(0)
+    served = {c["label"]: c["score"] for c in out["ranked"]}
+    assert [served[name] for name in request_.candidates] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert out["ranker"].endswith("+adapter:adapter")

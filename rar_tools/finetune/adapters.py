@@ -6,8 +6,11 @@ peft is optional (`pip install 'rar-tools[finetune]'`); it is imported by the ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,15 @@ def require_peft(error: type[Exception] = FinetuneError) -> Any:
     return peft
 
 
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Hide the FutureWarning peft triggers by asking transformers a deprecated question (nothing a user
+    can act on)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
 def is_adapter_folder(folder: Path) -> bool:
     """Whether `folder` holds a peft adapter (its adapter_config.json)."""
     return (Path(folder).expanduser() / ADAPTER_CONFIG).is_file()
@@ -54,7 +66,8 @@ def load_adapter(model: Any, folder: str | Path, merge: bool, base_name: str) ->
     peft = require_peft(ModelLoadError)
     check_base(path, base_name, model.config.model_type)
     try:
-        wrapped = peft.PeftModel.from_pretrained(model, str(path), is_trainable=False)
+        with quiet_peft():
+            wrapped = peft.PeftModel.from_pretrained(model, str(path), is_trainable=False)
     except Exception as exc:  # a wrong base model, a damaged file: one actionable message
         raise ModelLoadError(
             f"could not load the ranker adapter {str(path)!r} onto {base_name!r} ({type(exc).__name__}: {exc}); "

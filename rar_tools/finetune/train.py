@@ -18,14 +18,13 @@ import json
 import random
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from rar_tools.finetune.adapters import ADAPTER_INFO, LORA_TARGETS, require_peft
+from rar_tools.finetune.adapters import ADAPTER_INFO, LORA_TARGETS, quiet_peft, require_peft
 from rar_tools.finetune.checkpoints import (
     TrainState,
     data_fingerprint,
@@ -140,8 +139,7 @@ def add_lora(model: Any, rank: int) -> Any:
     """`model` wrapped with fresh LoRA layers of `rank` on the language model's projections."""
     peft = require_peft()
     config = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
-    with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for the user to do
-        warnings.simplefilter("ignore", FutureWarning)
+    with quiet_peft():
         wrapped = peft.get_peft_model(model, config)
     if not any(p.requires_grad for p in wrapped.parameters()):
         raise FinetuneError("the ranker model has no language-model projections LoRA can train")
