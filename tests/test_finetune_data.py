@@ -147,6 +147,13 @@ def test_a_memory_of_one_label_is_refused_clearly(tools, image_folder, tmp_path)
         export(tools, tmp_path / "out", memory="reds")
 
 
+@pytest.mark.parametrize(("option", "message"), [({"k": 1}, "k must be at least 2"), ({"per_label": 0}, "per_label")])
+def test_bad_options_are_refused_before_anything_is_written(tools, colour_memory, tmp_path, option, message) -> None:
+    with pytest.raises(FinetuneError, match=message):
+        export(tools, tmp_path / "out", **option)
+    assert not (tmp_path / "out").exists()
+
+
 def test_earlier_data_is_kept_unless_overwrite_is_given(tools, colour_memory, tmp_path) -> None:
     export(tools, tmp_path / "out")
     with pytest.raises(FinetuneError, match="--overwrite"):

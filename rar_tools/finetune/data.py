@@ -194,6 +194,8 @@ def export_ranking_data(tools: RarTools, memory: str, config: RankingDataConfig,
     from rar_tools.retrieval import Retriever
 
     check_k(config.k)
+    if config.k < MIN_CANDIDATES:
+        raise FinetuneError(f"k must be at least {MIN_CANDIDATES}: a ranking sample needs candidates to order")
     if config.per_label is not None and config.per_label < 1:
         raise FinetuneError(f"per_label must be at least 1, got {config.per_label}")
     identity, store = tools.encoder.identity, tools.store
