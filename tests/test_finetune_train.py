@@ -25,21 +25,27 @@ def data(tmp_path: Path) -> Path:
     return write_learnable_data(tmp_path / "data")
 
 
-def test_the_loss_falls_on_a_small_learnable_pattern(data, tmp_path, tiny_models_dir) -> None:
-    result = finetune_ranker(tiny_config(data, tmp_path / "adapter", tiny_models_dir / "mllm", seed=3))
+FAMILIES = pytest.mark.parametrize("family", ["mllm", "llava"])  # tiny Qwen2-VL and LLaVA
+
+
+@FAMILIES
+def test_the_loss_falls_on_a_small_learnable_pattern(data, tmp_path, tiny_models_dir, family) -> None:
+    result = finetune_ranker(tiny_config(data, tmp_path / "adapter", tiny_models_dir / family, seed=3))
     assert result.steps == len(result.losses) == 30
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < 0.25 * first, result.losses
 
 
-def test_the_loss_covers_only_the_answer_and_its_end_token(data, tiny_models_dir) -> None:
-    ranker = TransformersRanker(RankerConfig(str(tiny_models_dir / "mllm"), "cpu"))
+@FAMILIES
+def test_the_loss_covers_only_the_answer_and_its_end_token(data, tiny_models_dir, family) -> None:
+    ranker = TransformersRanker(RankerConfig(str(tiny_models_dir / family), "cpu"))
     sample = read_samples(data / "train.jsonl")[0]
     inputs, count = encode_sample(ranker, sample, data)
     scored = inputs["labels"][0][inputs["labels"][0] != IGNORED].tolist()
     assert len(scored) == count
     assert scored[-1] == ranker.model.generation_config.eos_token_id
-    assert ranker.tokenizer.decode(scored[:-1]) == sample.answer
+    # LLaVA's template writes "ASSISTANT: " + answer: the space before the answer is the model's to write too
+    assert ranker.tokenizer.decode(scored[:-1]).removeprefix(" ") == sample.answer
 
 
 def test_lora_trains_the_language_model_projections_only(data, tmp_path, tiny_models_dir) -> None:
