@@ -154,6 +154,14 @@ def test_bad_options_are_refused_before_anything_is_written(tools, colour_memory
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_exemplar_file_is_named_and_leaves_no_samples_file(tools, colour_memory, tmp_path) -> None:
+    entry, _ = next(iter(tools.store.image_entries("colours", tools.encoder.identity)))
+    entry.image_path.unlink()
+    with pytest.raises(FinetuneError, match=f"entry {entry.id!r}.*missing"):
+        export(tools, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["images"]
+
+
 def test_earlier_data_is_kept_unless_overwrite_is_given(tools, colour_memory, tmp_path) -> None:
     export(tools, tmp_path / "out")
     with pytest.raises(FinetuneError, match="--overwrite"):

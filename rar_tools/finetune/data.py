@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from rar_tools.api import RarTools
     from rar_tools.evaluation.datasets import Dataset
     from rar_tools.identity import EncoderIdentity
+    from rar_tools.limits import EntryKind
     from rar_tools.retrieval import SearchableMemory
     from rar_tools.settings import Settings
 
@@ -98,13 +99,21 @@ class LeavingOut:
     def nearest(self, name: str, identity: EncoderIdentity, embedding: np.ndarray, n: int) -> list[Hit]:
         return self._without(self.store.nearest(name, identity, embedding, n + 1), n)
 
-    def nearest_excluding(self, name, identity, embedding, kind, n, exclude_labels) -> list[Hit]:  # noqa: ANN001
+    def nearest_excluding(
+        self,
+        name: str,
+        identity: EncoderIdentity,
+        embedding: np.ndarray,
+        kind: EntryKind,
+        n: int,
+        exclude_labels: Sequence[str],
+    ) -> list[Hit]:
         return self._without(self.store.nearest_excluding(name, identity, embedding, kind, n + 1, exclude_labels), n)
 
     def levels(self, name: str, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
         return self.store.levels(name, ids)
 
-    def kinds(self, name: str) -> set:
+    def kinds(self, name: str) -> set[EntryKind]:
         return self.store.kinds(name)
 
     def generation(self, name: str) -> int:
@@ -206,16 +215,22 @@ def export_ranking_data(tools: RarTools, memory: str, config: RankingDataConfig,
     rng = random.Random(config.seed)
     chosen = chosen_entries(entries, config.per_label, rng)
     prepare_out(config, config.layout != "openai")
-    images, lines, stats = ImageWriter(config.out, config.images), [], []
-    for entry, embedding in tqdm(chosen, desc="ranking data", unit="sample", file=sys.stderr, disable=None):
-        retriever = Retriever(LeavingOut(store, entry.id))
-        found = retriever.retrieve(memory, identity, embedding, config.k, "image", tools.settings.label_score)
-        candidates = sample_candidates(entry.label, [c.label for c in found.candidates], config.k, rng)
-        sample = make_sample(images.place(entry, config.layout, tools.settings.ranker_image_side), candidates)
-        lines.append(json.dumps(sample_record(sample, config.layout, entry.id), ensure_ascii=False))
-        stats.append((entry.label, candidates))
+    images, stats = ImageWriter(config.out, config.images), []
+    partial = config.out / (SAMPLES_FILE + ".partial")  # renamed once whole: never half a samples file
+    try:
+        with partial.open("w", encoding="utf-8") as lines:
+            for entry, embedding in tqdm(chosen, desc="ranking data", unit="sample", file=sys.stderr, disable=None):
+                retriever = Retriever(LeavingOut(store, entry.id))
+                found = retriever.retrieve(memory, identity, embedding, config.k, "image", tools.settings.label_score)
+                candidates = sample_candidates(entry.label, [c.label for c in found.candidates], config.k, rng)
+                sample = make_sample(images.place(entry, config.layout, tools.settings.ranker_image_side), candidates)
+                lines.write(json.dumps(sample_record(sample, config.layout, entry.id), ensure_ascii=False) + "\n")
+                stats.append((entry.label, candidates))
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(config.out / SAMPLES_FILE)
     summary = summarise(source or memory, labels, stats, config, tools.settings.clip_model)
-    write_atomically(config.out / SAMPLES_FILE, "\n".join(lines) + "\n")
     write_atomically(config.out / SUMMARY_FILE, summary.model_dump_json(indent=2) + "\n")
     return summary
 
