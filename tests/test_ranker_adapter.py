@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,12 @@ def test_a_folder_without_an_adapter_is_refused_clearly(tiny_models_dir, tmp_pat
 def test_an_adapter_on_another_base_model_is_refused_clearly(tiny_models_dir, adapter) -> None:
     with pytest.raises(ModelLoadError, match="only fits the base model it was trained on"):
         TransformersRanker(RankerConfig(str(tiny_models_dir / "llava"), "cpu", adapter=str(adapter)))
+
+
+def test_without_peft_loading_an_adapter_says_what_to_install(tiny_models_dir, adapter, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` now fails as if it were not installed
+    with pytest.raises(ModelLoadError, match=r"pip install 'rar-tools\[finetune\]'"):
+        local_ranker(tiny_models_dir, adapter=str(adapter))
 
 
 def test_an_endpoint_ranker_points_to_vllm_for_adapters() -> None:

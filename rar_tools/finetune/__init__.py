@@ -3,7 +3,9 @@
 - `data`: `export_ranking_data`, chat-format JSON Lines from a memory (or a labelled data set), leave-one-out.
 - `samples`: one sample in the qwen / llava / openai layouts, written and read back.
 - `train`: `finetune_ranker`, LoRA (peft) on the language model's projections, loss on the answer only.
-- `adapters`: loading an adapter onto a ranker model (`--ranker-adapter`), merged or switchable.
+- `checkpoints`: the run's checkpoints and resuming from them.
+
+Loading an adapter onto the ranker (`--ranker-adapter`) is the ranker's job: `rar_tools.ranking.adapters`.
 
 Importing this package is light (no torch, no peft): each entry point imports its libraries when called.
 """

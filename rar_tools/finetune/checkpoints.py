@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rar_tools.finetune.adapters import ADAPTER_CONFIG, ADAPTER_INFO
 from rar_tools.finetune.samples import FinetuneError
+from rar_tools.ranking.adapters import ADAPTER_CONFIG, ADAPTER_INFO
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"

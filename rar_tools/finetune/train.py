@@ -1,7 +1,7 @@
 """`rar-tools finetune`: LoRA on a ranker model from ranking-format data (`rar-tools ranking-data`).
 
 The model is loaded exactly as the ranker loads it (bf16 on CUDA, float32 elsewhere); LoRA (peft)
-goes on the language model's attention and MLP projections (`adapters.LORA_TARGETS`), so the vision
+goes on the language model's attention and MLP projections (`LORA_TARGETS`), so the vision
 tower and the projector stay frozen. Each sample is encoded as the ranker encodes a generate-mode
 prompt (its image downscaled to `image_side`, the processor's chat template), followed by the answer
 and the model's end-of-turn token; the loss covers those answer tokens only. One sample a step, in a
@@ -24,7 +24,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from rar_tools.finetune.adapters import ADAPTER_INFO, LORA_TARGETS, quiet_peft, require_peft
 from rar_tools.finetune.checkpoints import (
     TrainState,
     data_fingerprint,
@@ -35,8 +34,12 @@ from rar_tools.finetune.checkpoints import (
 )
 from rar_tools.finetune.data import SAMPLES_FILE
 from rar_tools.finetune.samples import FinetuneError, Sample, open_sample_image, read_samples
+from rar_tools.ranking.adapters import ADAPTER_INFO, quiet_peft, require_peft
 
 IGNORED = -100  # the label of a token the loss skips
+# The language model's attention and MLP projections; the vision tower (Qwen2.5-VL's also has
+# gate/up/down projections) and the multimodal projector stay frozen.
+LORA_TARGETS = r".*\blanguage_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def encode_sample(ranker: Any, sample: Sample, folder: Path) -> tuple[dict, int]
 
 def add_lora(model: Any, rank: int) -> Any:
     """`model` wrapped with fresh LoRA layers of `rank` on the language model's projections."""
-    peft = require_peft()
+    peft = require_peft(FinetuneError)
     config = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS)
     with quiet_peft():
         wrapped = peft.get_peft_model(model, config)
@@ -155,7 +158,7 @@ def finetune_ranker(config: FinetuneConfig) -> FinetuneResult:
     from rar_tools.ranking.local import TransformersRanker
 
     check_config(config)
-    require_peft()
+    require_peft(FinetuneError)
     path = samples_file(config.data)
     samples = read_samples(path)
     if not samples:

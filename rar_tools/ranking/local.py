@@ -132,7 +132,7 @@ class TransformersRanker:
         self.processor, self.model = load_model(config.model, self.device)
         self.adapter = None  # the peft wrapper of an unmerged --ranker-adapter, which switches it off
         if config.adapter:
-            from rar_tools.finetune.adapters import load_adapter
+            from rar_tools.ranking.adapters import load_adapter
 
             self.model, self.adapter = load_adapter(self.model, config.adapter, config.merge_adapter, config.model)
             self.name += f"+adapter:{Path(config.adapter).name}"

@@ -1,5 +1,6 @@
-"""LoRA adapters on a ranker model: what fine-tuning trains (`LORA_TARGETS`) and how `--ranker-adapter`
-loads one, merged into the weights or kept switchable (for `eval`'s with/without comparison).
+"""LoRA adapters on a local ranker model: how `--ranker-adapter` loads one (`rar-tools finetune` trains
+them, `rar_tools.finetune`), merged into the weights or kept switchable (for `eval`'s with/without
+comparison).
 
 peft is optional (`pip install 'rar-tools[finetune]'`); it is imported by the calls that need it.
 """
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from rar_tools.errors import ModelLoadError
-from rar_tools.finetune.samples import FinetuneError
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,11 @@ PEFT_MISSING = (
     "LoRA fine-tuning and --ranker-adapter need the peft package: pip install 'rar-tools[finetune]' "
     "(or pip install peft)"
 )
-# The language model's attention and MLP projections; the vision tower (Qwen2.5-VL's also has
-# gate/up/down projections) and the multimodal projector stay frozen.
-LORA_TARGETS = r".*\blanguage_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_INFO = "rar_tools_adapter.json"  # what `finetune` trained: base model, data, steps, losses
 
 
-def require_peft(error: type[Exception] = FinetuneError) -> Any:
+def require_peft(error: type[Exception] = ModelLoadError) -> Any:
     """The peft module, or `error` saying how to install it."""
     try:
         import peft
@@ -63,7 +60,7 @@ def load_adapter(model: Any, folder: str | Path, merge: bool, base_name: str) ->
             f"the ranker adapter folder {str(folder)!r} holds no {ADAPTER_CONFIG}: give the --out folder of "
             "`rar-tools finetune` (or another peft LoRA adapter)"
         )
-    peft = require_peft(ModelLoadError)
+    peft = require_peft()
     check_base(path, base_name, model.config.model_type)
     try:
         with quiet_peft():
