@@ -95,7 +95,12 @@ def add_finetune_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     data.add_argument("--per-label", type=int, help="at most this many samples per label (seeded choice)")
     data.add_argument("--seed", type=int, default=0, help="seeds the per-label choice and the candidate shuffles")
     data.add_argument("--format", choices=["qwen", "llava", "openai"], default="qwen", help="chat layout of a line")
-    data.add_argument("--images", choices=["copy", "reference"], default="copy", help="copy images to OUT/images/")
+    data.add_argument(
+        "--images",
+        choices=["copy", "reference"],
+        default="copy",
+        help="copy the images to OUT/images/, or name them where they lie",
+    )
     data.add_argument("--overwrite", action="store_true", help="replace earlier data in --out")
     data.add_argument("--dataset", action="store_true", help="MEMORY is a data set: its train split is used")
     data.add_argument("--dataset-format", choices=DATASET_FORMATS, default="auto", help="with --dataset")
