@@ -40,6 +40,7 @@ API_METHODS = {
     "list_memories": "list_memories",
     "segment": "segment",
     "describe_regions": "describe_regions",
+    "delete_memory": "delete_memory",
 }
 CLI_COMMANDS = {
     "retrieve_candidates": "retrieve",
@@ -51,6 +52,7 @@ CLI_COMMANDS = {
     "list_memories": "memories",
     "segment": "segment",
     "describe_regions": "describe-regions",
+    "delete_memory": "delete",
 }
 SCHEMA_KEYS = (
     "type",

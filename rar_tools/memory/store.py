@@ -90,17 +90,25 @@ class MemoryStore:
         """The Chroma client (for diagnostics and tests; callers use the methods here)."""
         return self.index.client
 
-    def close(self) -> None:
-        """Close the Chroma client this store opened (and its snapshot) and release the data folder.
-        Idempotent."""
+    def close(self, wait_s: float | None = None) -> bool:
+        """Close the Chroma client this store opened (and its snapshot) and release the data folder,
+        once no write is running: waits up to `wait_s` seconds for one (None: as long as it takes).
+        Returns False, having closed nothing but the orphan collection, when a write still runs after
+        `wait_s`. Idempotent."""
         if self._closed:
-            return
-        self._closed = True
+            return True
         if self.orphans is not None:
-            self.orphans.stop()
-        if self._local is not None:
-            self._local.close()
-        unlock_data_dir(self._lock)
+            self.orphans.stop()  # before taking the write lock: its pass takes that lock per chunk
+        if not self._writes.acquire(timeout=-1 if wait_s is None else wait_s):
+            return False
+        try:
+            self._closed = True
+            if self._local is not None:
+                self._local.close()
+            unlock_data_dir(self._lock)
+        finally:
+            self._writes.release()
+        return True
 
     def write_problem(self, freeing: bool = False) -> tuple[Problem, Path] | None:
         """Why this store cannot write now, and the folder at fault (see `WriteGuard.problem`)."""
@@ -127,6 +135,10 @@ class MemoryStore:
     def count(self, name: str) -> int:
         """Entries in memory `name`."""
         return self.index.get(name).count()
+
+    def holds_label(self, name: str, label: str) -> bool:
+        """Whether memory `name` has an entry of `label` (one filtered read, not a scan of every entry)."""
+        return bool(self.index.metadata_of_label(self.index.get(name), label))
 
     def kinds(self, name: str) -> set[EntryKind]:
         """The entry kinds memory `name` holds (recorded by adds and removals, not scanned)."""
