@@ -137,7 +137,7 @@ def test_rar_plus_adapter_alone_needs_an_adapter() -> None:
         EvalConfig(methods=("rar+adapter",)).checked()
 
 
-def test_the_server_ranks_with_the_adapter(tiny_models_dir, adapter, request_, tmp_path) -> None:
+def test_the_server_ranks_with_the_adapter(tiny_models_dir, adapter, request_, clip_model, tmp_path) -> None:
     """`serve --ranker-adapter`: rank_candidates over MCP gives the adapter's probabilities."""
     import anyio
     import torch
@@ -146,7 +146,12 @@ def test_the_server_ranks_with_the_adapter(tiny_models_dir, adapter, request_, t
     from rar_tools.server import create_server
 
     request_.image.save(tmp_path / "red.png")
-    settings = Settings(data_dir=tmp_path / "data", ranker_model=str(tiny_models_dir / "mllm"), ranker_adapter=adapter)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        clip_model=clip_model,  # the server loads CLIP at start too
+        ranker_model=str(tiny_models_dir / "mllm"),
+        ranker_adapter=adapter,
+    )
 
     async def rank() -> dict:
         async with Client(create_server(RarTools(settings))) as client:
