@@ -339,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_eval_flags(evaluation)
 
+    from rar_tools.cli_finetune import add_finetune_commands
+
+    add_finetune_commands(command)
+
     from rar_tools.bench.config import add_arguments
 
     bench = command(

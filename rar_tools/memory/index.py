@@ -149,6 +149,18 @@ class ChromaIndex:
                 return
             offset += size
 
+    def embedding_pages(
+        self, collection: Collection, where: dict[str, Any], size: int = PAGE_SIZE
+    ) -> Iterable[tuple[list[str], list[dict[str, Any]], np.ndarray]]:
+        """The (ids, metadatas, embeddings) of every entry matching `where`, a page at a time."""
+        offset = 0
+        while True:
+            got = collection.get(where=where, include=["metadatas", "embeddings"], limit=size, offset=offset)
+            yield got["ids"], got["metadatas"], np.asarray(got["embeddings"], dtype=np.float32)
+            if len(got["ids"]) < size:
+                return
+            offset += size
+
     def shas_in_use(self, shas: set[str]) -> set[str]:
         """Which of the exemplar `shas` an entry of any memory still uses (one query per memory
         and chunk); a memory dropped meanwhile uses none."""
