@@ -32,6 +32,7 @@ SCHEMA_VERSION = 1
 HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max_neighbors": 32}
 KINDS_KEY = "rar_tools_kinds"  # collection metadata: the entry kinds a memory holds, e.g. "image,text"
 PAGE_SIZE = 5000
+MAX_SETTLES = 20  # rounds of writing and checking the kinds record under concurrent writers
 
 Collection = Any  # a chromadb Collection (not imported here: chromadb loads only when a client opens)
 
@@ -93,7 +94,16 @@ class ChromaIndex:
 
     def get_or_create(self, name: str, identity: EncoderIdentity) -> Collection:
         """The collection of memory `name`, created on first use; refuses another encoder."""
-        return self.find(name, identity) or self.create(name, identity)
+        found = self.find(name, identity)
+        if found is not None:
+            return found
+        try:
+            return self.create(name, identity)
+        except Exception:  # another writer (process) created it first
+            found = self.find(name, identity)
+            if found is None:
+                raise
+            return found
 
     def drop(self, name: str) -> None:
         self.client.delete_collection(collection_name(name))
@@ -200,25 +210,36 @@ class ChromaIndex:
         """
         recorded = (collection.metadata or {}).get(KINDS_KEY)
         if recorded is None:
-            return self.record_kinds(collection, self.scan_kinds(collection))
+            return self.settle_kinds(collection)
         return parse_kinds(recorded)
 
     def scan_kinds(self, collection: Collection) -> set[EntryKind]:
         return {kind for kind in ENTRY_KINDS if collection.get(where={"kind": kind}, limit=1, include=[])["ids"]}
 
     def note_kinds(self, collection: Collection, added: set[EntryKind]) -> None:
-        """Record newly added kinds. Another writer adding another new kind at the same instant can
-        drop one from the record (Chroma replaces metadata whole); the next add of it restores it."""
+        """Record newly added kinds: nothing to write when the record already lists them."""
         fresh = self.client.get_collection(collection.name, embedding_function=None)
         recorded = (fresh.metadata or {}).get(KINDS_KEY)
-        if recorded is None:
-            self.record_kinds(fresh, self.scan_kinds(fresh))
-        elif not added <= parse_kinds(recorded):
-            self.record_kinds(fresh, parse_kinds(recorded) | added)
+        if recorded is None or not added <= parse_kinds(recorded):
+            self.settle_kinds(collection)
 
-    def record_kinds(self, collection: Collection, kinds: set[EntryKind]) -> set[EntryKind]:
-        fresh = self.client.get_collection(collection.name, embedding_function=None)
-        fresh.modify(metadata={**(fresh.metadata or {}), KINDS_KEY: ",".join(sorted(kinds))})
+    def settle_kinds(self, collection: Collection) -> set[EntryKind]:
+        """Make the kinds record say what the memory holds; returns the kinds.
+
+        Chroma replaces collection metadata whole, so two writers recording different new kinds at
+        once could each drop the other's. So a writer that changes kinds writes what a scan finds,
+        then scans again and re-reads the record, until the two agree: the last write of the record
+        is followed by its writer's check, which saw every entry written before it. (A writer whose
+        kinds the record already lists writes nothing: any later write of the record is checked
+        against a scan that sees its entries.)"""
+        kinds = self.scan_kinds(collection)
+        for _ in range(MAX_SETTLES):
+            fresh = self.client.get_collection(collection.name, embedding_function=None)
+            recorded = (fresh.metadata or {}).get(KINDS_KEY)
+            if recorded is not None and parse_kinds(recorded) == kinds:
+                break
+            fresh.modify(metadata={**(fresh.metadata or {}), KINDS_KEY: ",".join(sorted(kinds))})
+            kinds = self.scan_kinds(collection)
         return kinds
 
 

@@ -15,6 +15,7 @@ from rar_tools.errors import MemoryStoreError
 from rar_tools.identity import EncoderIdentity
 from rar_tools.limits import EntryKind
 from rar_tools.locking import lock_data_dir, unlock_data_dir
+from rar_tools.memory.catalogue import Catalogue, Counts
 from rar_tools.memory.entries import AddOutcome, Entry, ExemplarImage, Hit, MemorySummary, NewEntry
 from rar_tools.memory.files import ExemplarFiles
 from rar_tools.memory.index import ChromaIndex, Collection, open_persistent_client, stored_identity
@@ -54,6 +55,7 @@ class MemoryStore:
             if client is None:
                 client = open_persistent_client(self.data_dir / "chroma")
             self.index = ChromaIndex(client, hnsw)
+            self.catalogue = Catalogue(client)
         except BaseException:
             unlock_data_dir(self._lock)
             raise
@@ -107,15 +109,33 @@ class MemoryStore:
         return self._generations.get(name, 0)
 
     def summary(self, name: str) -> MemorySummary:
+        """Counts per label (most first, then by name) and per kind, and the encoder, from the catalogue."""
         collection = self.index.get(name)
-        metadatas = [m for _, page in self.index.pages(collection) for m in page]
+        counts = self.label_counts(name)
+        per_label: Counter[str] = Counter()
+        per_kind: Counter[str] = Counter()
+        for (label, kind), count in counts.items():
+            per_label[label] += count
+            per_kind[kind] += count
         return MemorySummary(
             name=name,
-            count=len(metadatas),
-            label_counts=dict(Counter(m["label"] for m in metadatas).most_common()),
-            kind_counts=dict(Counter(m["kind"] for m in metadatas)),
+            count=sum(counts.values()),
+            label_counts=dict(sorted(per_label.items(), key=lambda item: (-item[1], item[0]))),
+            kind_counts=dict(per_kind),
             encoder=stored_identity(collection.metadata),
         )
+
+    def label_counts(self, name: str) -> Counts:
+        """Entries per (label, kind) of memory `name`, kept by the catalogue at write time; rebuilt
+        from a full read when never catalogued, or when the counts do not add up to the memory's
+        size (a writer was killed between its entries and its counts)."""
+        with self._writes:
+            collection = self.index.get(name)
+            counts = self.catalogue.counts(name)
+            if counts is None or sum(counts.values()) != collection.count():
+                log.info("counting the entries of memory %r per label (one full read)", name)
+                counts = self.catalogue.rebuild(name, (m for _, page in self.index.pages(collection) for m in page))
+            return counts
 
     # -- writing -----------------------------------------------------------------------------
     def add(self, name: str, identity: EncoderIdentity, entries: Sequence[NewEntry]) -> AddOutcome:
@@ -126,8 +146,7 @@ class MemoryStore:
         points at a missing file): `add_images` writes the files and the entries together.
         """
         with self._writes:
-            collection = self.index.get_or_create(name, identity)
-            return self._store_entries(name, collection, entries)
+            return self._store_entries(name, self._writable(name, identity), entries)
 
     def add_images(
         self,
@@ -147,9 +166,7 @@ class MemoryStore:
             try:
                 for image in images:
                     entries.append(self._image_entry(image, label, category, parent, max_side))
-                if collection is None:
-                    collection = self.index.create(name, identity)
-                return self._store_entries(name, collection, entries)
+                return self._store_entries(name, collection or self._writable(name, identity), entries)
             except BaseException:
                 self._delete_unused_quietly({e.sha256 for e in entries})
                 raise
@@ -168,11 +185,20 @@ class MemoryStore:
             parent=parent,
         )
 
+    def _writable(self, name: str, identity: EncoderIdentity) -> Collection:
+        """The collection of memory `name`, created (and catalogued, empty) on first use."""
+        collection = self.index.find(name, identity)
+        if collection is None:
+            collection = self.index.get_or_create(name, identity)
+            self.catalogue.mark_catalogued(name)
+        return collection
+
     def _store_entries(self, name: str, collection: Collection, entries: Sequence[NewEntry]) -> AddOutcome:
         unique = {entry_id(name, e.kind, e.sha256, e.label): e for e in entries}
         added, present = self.index.add_new(collection, unique)
         self._cache_labels({i: (e.label, e.kind) for i, e in unique.items()})
         self.index.note_kinds(collection, {unique[i].kind for i in added})
+        self.catalogue.recount(name, collection, [(unique[i].label, unique[i].kind) for i in added])
         return AddOutcome(added=added, already_present=present)
 
     def remove(self, name: str, ids: Iterable[str] | None = None, label: str | None = None) -> int:
@@ -188,7 +214,8 @@ class MemoryStore:
                 self.entry_labels.pop(removed, None)
             if targets:
                 self._next_generation(name)
-                self.index.record_kinds(collection, self.index.scan_kinds(collection))
+                self.index.settle_kinds(collection)
+                self.catalogue.recount(name, collection, [(m["label"], m["kind"]) for m in targets.values()])
             self._delete_unused({m["sha256"] for m in targets.values() if m.get("image_file")})
             return len(targets)
 
@@ -200,6 +227,7 @@ class MemoryStore:
             pages = self.index.pages(collection)
             shas = {m["sha256"] for _, page in pages for m in page if m.get("image_file")}
             self.index.drop(name)
+            self.catalogue.forget(name)
             self._next_generation(name)
             self._delete_unused(shas)
             return count
