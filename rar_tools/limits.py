@@ -24,6 +24,7 @@ MAX_IDS_PER_REMOVE = 1000
 MAX_IDS_REPORTED = 1000  # entry ids listed in one add result
 MAX_LIST_LABELS = 10_000  # labels listed per memory
 DEFAULT_LIST_LABELS = 100
+MAX_CURSOR_CHARS = 600  # a label listing's page cursor
 
 # -- retrieval, ranking, regions, detection -------------------------------------------------------
 MAX_K = 50

@@ -70,4 +70,6 @@ def render_memories(result: Any) -> str:
         encoder = f"{m.encoder.model} ({m.encoder.pretrained}, {m.encoder.dim}-d)" if m.encoder else "none"
         kinds = ", ".join(f"{n} {k}" for k, n in m.kinds.items()) or "empty"
         lines.append(f"{m.name}: {m.count} entries ({kinds}), {m.labels_total} labels, encoder {encoder}")
+        if m.next_cursor:
+            lines.append(f"  more labels: rar-tools memories --memory {m.name} --cursor {m.next_cursor}")
     return "\n".join(lines)

@@ -310,9 +310,11 @@ class RemoveRequest(Request):
 
 
 class ListRequest(Request):
-    """All memories with their entry counts per kind and per label, and their CLIP encoder."""
+    """All memories (or one) with their entry counts per kind and per label, and their CLIP encoder.
+    Labels come most first, a page of max_labels at a time: pass a memory's next_cursor back as
+    `cursor` (with `memory`) for the next page."""
 
-    positional: ClassVar = ("max_labels",)
+    positional: ClassVar = ("max_labels", "memory", "cursor")
     error: ClassVar = MemoryStoreError
 
     max_labels: Annotated[
@@ -320,6 +322,17 @@ class ListRequest(Request):
         Field(ge=0, le=limits.MAX_LIST_LABELS, description="labels listed per memory"),
         BeforeValidator(lambda v: check_int(v, "max_labels", 0, limits.MAX_LIST_LABELS, MemoryStoreError)),
     ] = limits.DEFAULT_LIST_LABELS
+    memory: Annotated[MemoryName | None, Field(description="list this memory only")] = None
+    cursor: Annotated[
+        str | None,
+        Field(max_length=limits.MAX_CURSOR_CHARS, description="next_cursor of the previous page (needs memory)"),
+    ] = None
+
+    @model_validator(mode="after")
+    def cursor_needs_memory(self) -> ListRequest:
+        if self.cursor is not None and self.memory is None:
+            raise MemoryStoreError("`cursor` pages one memory's labels: give `memory` too")
+        return self
 
 
 OPERATIONS: dict[str, type[Request]] = {

@@ -113,6 +113,7 @@ class MemoryInfo(BaseModel):
     labels: dict[str, int] = Field(description="entries per label, most first (truncated to max_labels)")
     labels_truncated: bool
     encoder: EncoderInfo | None
+    next_cursor: str | None = Field(None, description="pass as `cursor` (with `memory`) for the next page of labels")
 
 
 class MemoryList(BaseModel):
