@@ -30,6 +30,14 @@ from rar_tools.requests import (
     RetrieveRegionsRequest,
     RetrieveRequest,
 )
+from rar_tools.requests_upkeep import (
+    ConflictsRequest,
+    DuplicatesRequest,
+    ExportRequest,
+    ImportRequest,
+    ReembedRequest,
+    RelabelRequest,
+)
 from rar_tools.schemas import (
     AddResult,
     DetectResult,
@@ -40,10 +48,19 @@ from rar_tools.schemas import (
     RemoveResult,
     RetrieveResult,
 )
+from rar_tools.schemas_upkeep import (
+    ConflictsResult,
+    DuplicatesResult,
+    ExportResult,
+    ImportResult,
+    ReembedResult,
+    RelabelResult,
+)
 from rar_tools.services.detection import DetectionService
 from rar_tools.services.memory import MemoryService
 from rar_tools.services.recognition import RecognitionService
 from rar_tools.services.search import SearchService
+from rar_tools.services.upkeep import UpkeepService
 from rar_tools.settings import Settings
 from rar_tools.validation import check_label
 
@@ -89,6 +106,7 @@ class RarTools:
         self.searching = SearchService(self.components)
         self.recognition = RecognitionService(self.components, self.searching)
         self.detection = DetectionService(self.components)
+        self.upkeep = UpkeepService(self.components)
         self.settings = self.components.settings
 
     # -- components --------------------------------------------------------------------------------
@@ -190,6 +208,37 @@ class RarTools:
     def detect(self, request: DetectRequest) -> DetectResult:
         """Boxes for text queries from the open-vocabulary detector (loaded on first use)."""
         return self.detection.detect(request)
+
+    # -- memory upkeep (docs/portability.md) ------------------------------------------------------------
+    @takes(ExportRequest)
+    def export(self, request: ExportRequest) -> ExportResult:
+        """Write a memory, with its exemplar images, to a .rar-memory archive."""
+        return self.upkeep.export(request)
+
+    @takes(ImportRequest, progress=True)
+    def import_memory(self, request: ImportRequest, progress=None) -> ImportResult:
+        """Store the memory of a .rar-memory archive, after checking all of it."""
+        return self.upkeep.import_archive(request, progress)
+
+    @takes(ReembedRequest, progress=True)
+    def reembed(self, request: ReembedRequest, progress=None) -> ReembedResult:
+        """Re-encode a memory with the loaded CLIP encoder (resumable)."""
+        return self.upkeep.reembed(request, progress)
+
+    @takes(DuplicatesRequest)
+    def find_duplicates(self, request: DuplicatesRequest) -> DuplicatesResult:
+        """Near-identical exemplar images, within and across labels."""
+        return self.upkeep.duplicates(request)
+
+    @takes(ConflictsRequest)
+    def find_conflicts(self, request: ConflictsRequest) -> ConflictsResult:
+        """Exemplar images whose nearest exemplars mostly carry another label."""
+        return self.upkeep.conflicts(request)
+
+    @takes(RelabelRequest)
+    def relabel(self, request: RelabelRequest) -> RelabelResult:
+        """Move entries to another label (idempotent)."""
+        return self.upkeep.relabel(request)
 
 
 __all__ = ["RarTools", "check_label"]

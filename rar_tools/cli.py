@@ -32,6 +32,14 @@ from rar_tools.requests import (
     Request,
     RetrieveRequest,
 )
+from rar_tools.requests_upkeep import (
+    ConflictsRequest,
+    DuplicatesRequest,
+    ExportRequest,
+    ImportRequest,
+    ReembedRequest,
+    RelabelRequest,
+)
 from rar_tools.settings import PROJECT_MEMORIES
 
 VOCABULARY_DIR = PROJECT_MEMORIES / "vocabularies"
@@ -67,7 +75,24 @@ OPERATIONS: dict[str, tuple[str, type[Request], str, Callable[[Any], str]]] = {
         "remove",
         lambda r: f"removed {r.removed} entries; {r.count} left in {r.memory!r}",
     ),
+    "export": ("write a memory to a .rar-memory archive", ExportRequest, "export", lambda r: r.message),
+    "import": ("store the memory of a .rar-memory archive", ImportRequest, "import_memory", lambda r: r.message),
+    "reembed": (
+        "re-encode a memory with the encoder of --clip-model / --clip-pretrained (resumable)",
+        ReembedRequest,
+        "reembed",
+        lambda r: r.message,
+    ),
+    "duplicates": ("near-identical exemplar images", DuplicatesRequest, "find_duplicates", render.render_duplicates),
+    "conflicts": ("likely mislabelled exemplar images", ConflictsRequest, "find_conflicts", render.render_conflicts),
+    "relabel": (
+        "move entries to another label",
+        RelabelRequest,
+        "relabel",
+        lambda r: f"moved {r.moved} entries to {r.label!r}; {len(r.not_found)} ids not found",
+    ),
 }
+WITH_PROGRESS_BAR = ("import", "reembed")
 
 
 def emit(result: BaseModel, as_json: bool, show: Callable[[Any], str]) -> None:
@@ -128,8 +153,19 @@ def cmd_serve(tools, args) -> None:
 def cmd_operation(tools, args) -> None:
     """Any command of `OPERATIONS`: its flags become the request, the API runs it."""
     _, request_type, method, show = OPERATIONS[args.command]
-    result = getattr(tools, method)(**request_arguments(args, request_type, request_type.fields_on("cli")))
-    emit(result, args.json, show)
+    arguments = request_arguments(args, request_type, request_type.fields_on("cli"))
+    if args.command not in WITH_PROGRESS_BAR:
+        emit(getattr(tools, method)(**arguments), args.json, show)
+        return
+    from tqdm import tqdm
+
+    with tqdm(unit="entry", file=sys.stderr, disable=args.json) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        emit(getattr(tools, method)(**arguments, progress=advance), args.json, show)
 
 
 def cmd_add(tools, args) -> None:

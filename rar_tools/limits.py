@@ -48,3 +48,10 @@ Fallback = Literal["none", "partial", "full"]
 
 ENTRY_KINDS: tuple[EntryKind, ...] = ("image", "text")
 RANKER_VIEWS: tuple[RankerView, ...] = ("crop", "prompt")
+
+# -- memory upkeep: archives, curation ------------------------------------------------------------
+MAX_PATH_CHARS = 4096
+MAX_CURATION_RESULTS = 1000
+DEFAULT_CURATION_RESULTS = 100
+DEFAULT_DUPLICATE_THRESHOLD = 0.98
+MAX_CURATION_EXEMPLARS = 50_000  # exact all-pairs similarities: about a minute at this size on 2 cores

@@ -73,3 +73,21 @@ def render_memories(result: Any) -> str:
         if m.next_cursor:
             lines.append(f"  more labels: rar-tools memories --memory {m.name} --cursor {m.next_cursor}")
     return "\n".join(lines)
+
+
+def render_duplicates(result: Any) -> str:
+    lines = [f"{len(result.pairs)} pair(s) at cosine >= {result.threshold} among {result.scanned} exemplars"]
+    for p in result.pairs:
+        lines.append(f"  {p.similarity:.4f}  {p.first_id} ({p.first_label})  {p.second_id} ({p.second_label})")
+    if result.truncated:
+        lines.append("  (more pairs: raise --max-results or --threshold)")
+    return "\n".join(lines)
+
+
+def render_conflicts(result: Any) -> str:
+    lines = [f"{len(result.conflicts)} likely mislabelled among {result.scanned} exemplars"]
+    for c in result.conflicts:
+        lines.append(f"  {c.entry_id} {c.label!r}: {c.share:.0%} of its neighbours are {c.suggested_label!r}")
+    if result.truncated:
+        lines.append("  (more: raise --max-results)")
+    return "\n".join(lines)

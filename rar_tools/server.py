@@ -74,6 +74,7 @@ class ToolSpec:
 def tool_specs(tools: RarTools) -> list[ToolSpec]:
     """Every tool of the server: a name from `requests.OPERATIONS` and the facade method behind it."""
     from rar_tools import schemas
+    from rar_tools.schemas_upkeep import ConflictsResult, DuplicatesResult, RelabelResult
 
     return [
         ToolSpec("add_to_memory", tools.memories.add, ADDITIVE, "Add to memory", schemas.AddResult, "adding images"),
@@ -108,6 +109,9 @@ def tool_specs(tools: RarTools) -> list[ToolSpec]:
             "recognising regions",
         ),
         ToolSpec("detect_objects", tools.detection.detect, READ_ONLY, "Detect objects", schemas.DetectResult),
+        ToolSpec("find_duplicates", tools.upkeep.duplicates, READ_ONLY, "Find duplicates", DuplicatesResult),
+        ToolSpec("find_conflicts", tools.upkeep.conflicts, READ_ONLY, "Find conflicts", ConflictsResult),
+        ToolSpec("relabel_entries", tools.upkeep.relabel, DESTRUCTIVE, "Relabel entries", RelabelResult),
     ]
 
 

@@ -38,6 +38,9 @@ API_METHODS = {
     "detect_objects": "detect",
     "remove_from_memory": "remove",
     "list_memories": "list_memories",
+    "find_duplicates": "find_duplicates",
+    "find_conflicts": "find_conflicts",
+    "relabel_entries": "relabel",
 }
 CLI_COMMANDS = {
     "retrieve_candidates": "retrieve",
@@ -47,6 +50,9 @@ CLI_COMMANDS = {
     "detect_objects": "detect",
     "remove_from_memory": "remove",
     "list_memories": "memories",
+    "find_duplicates": "duplicates",
+    "find_conflicts": "conflicts",
+    "relabel_entries": "relabel",
 }
 SCHEMA_KEYS = (
     "type",

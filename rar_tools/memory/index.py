@@ -108,6 +108,9 @@ class ChromaIndex:
     def drop(self, name: str) -> None:
         self.client.delete_collection(collection_name(name))
 
+    def rename(self, name: str, new_name: str) -> None:
+        self.get(name).modify(name=collection_name(new_name))
+
     # -- entries -----------------------------------------------------------------------------
     def add_new(self, collection: Collection, entries: Mapping[str, NewEntry]) -> tuple[list[str], list[str]]:
         """Store the entries (by id) not already present, in chunks within Chroma's batch size;
@@ -140,6 +143,13 @@ class ChromaIndex:
         got = collection.get(ids=list(ids), include=["metadatas"])
         return {i: m for i, m in zip(got["ids"], got["metadatas"]) if m is not None}
 
+    def with_embeddings(
+        self, collection: Collection, ids: list[str] | None = None, where: dict[str, Any] | None = None
+    ) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
+        """(metadata, embedding) of the entries with `ids` or matching `where`, by id."""
+        got = collection.get(ids=ids, where=where, include=["metadatas", "embeddings"])
+        return {i: (m, np.asarray(e, np.float32)) for i, m, e in zip(got["ids"], got["metadatas"], got["embeddings"])}
+
     def metadata_of_label(self, collection: Collection, label: str) -> dict[str, dict[str, Any]]:
         """Metadata of every entry of `label`, by id."""
         got = collection.get(where={"label": label}, include=["metadatas"])
@@ -147,10 +157,21 @@ class ChromaIndex:
 
     def pages(self, collection: Collection, size: int = PAGE_SIZE) -> Iterable[tuple[list[str], list[dict[str, Any]]]]:
         """Every entry's (ids, metadatas), a page at a time."""
+        for got in self.read_all(collection, ["metadatas"], size):
+            yield got["ids"], got["metadatas"]
+
+    def embedding_pages(
+        self, collection: Collection, size: int = PAGE_SIZE
+    ) -> Iterable[tuple[list[str], list[dict[str, Any]], np.ndarray]]:
+        """Every entry's (ids, metadatas, embeddings), a page at a time."""
+        for got in self.read_all(collection, ["metadatas", "embeddings"], size):
+            yield got["ids"], got["metadatas"], np.asarray(got["embeddings"], dtype=np.float32)
+
+    def read_all(self, collection: Collection, include: list[str], size: int) -> Iterable[dict[str, Any]]:
         offset = 0
         while True:
-            got = collection.get(include=["metadatas"], limit=size, offset=offset)
-            yield got["ids"], got["metadatas"]
+            got = collection.get(include=include, limit=size, offset=offset)
+            yield got
             if len(got["ids"]) < size:
                 return
             offset += size
@@ -261,7 +282,8 @@ def check_encoder(name: str, stored: EncoderIdentity | None, current: EncoderIde
         raise EncoderMismatchError(
             f"memory {name!r} was filled by CLIP {stored.describe()}, but the loaded encoder is "
             f"{current.describe()}; embeddings of different encoders cannot be compared. "
-            "Start the server with the memory's encoder, or use another memory name."
+            "Start the server with the memory's encoder, use another memory name, or re-encode the memory "
+            f"for the loaded encoder: `rar-tools reembed {name} --clip-model MODEL [--clip-pretrained TAG]`."
         )
 
 

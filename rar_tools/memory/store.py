@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,15 +138,18 @@ class MemoryStore:
             return counts
 
     # -- writing -----------------------------------------------------------------------------
-    def add(self, name: str, identity: EncoderIdentity, entries: Sequence[NewEntry]) -> AddOutcome:
+    def add(
+        self, name: str, identity: EncoderIdentity, entries: Sequence[NewEntry], ids_for: str | None = None
+    ) -> AddOutcome:
         """Store entries not already present (idempotent by id), in chunks within Chroma's batch
         size; creates the memory on first use and refuses another encoder than the one that filled it.
+        Ids derive from `ids_for` when given (a memory written under a staging name, see `replace`).
 
         For label texts, or image entries whose exemplar files are already written (an entry never
         points at a missing file): `add_images` writes the files and the entries together.
         """
         with self._writes:
-            return self._store_entries(name, self._writable(name, identity), entries)
+            return self._store_entries(name, self._writable(name, identity), entries, ids_for)
 
     def add_images(
         self,
@@ -160,15 +163,43 @@ class MemoryStore:
     ) -> AddOutcome:
         """Store exemplar images under `label`: each one's bounded JPEG copy (content addressed,
         written atomically and fsynced), then their entries, all under the write lock."""
+
+        def write_files(written: set[str]) -> list[NewEntry]:
+            entries = []
+            for image in images:
+                entries.append(self._image_entry(image, label, category, parent, max_side))
+                written.add(image.sha256)
+            return entries
+
+        return self._add_with_files(name, identity, write_files)
+
+    def add_copies(
+        self, name: str, identity: EncoderIdentity, entries: Sequence[NewEntry], copies: dict[str, bytes]
+    ) -> AddOutcome:
+        """Store entries whose exemplar copies come as JPEG bytes by sha256 (an import): the files
+        first, then the entries, under the write lock."""
+
+        def write_files(written: set[str]) -> list[NewEntry]:
+            for sha, data in copies.items():
+                self.files.write_copy(sha, data)
+                written.add(sha)
+            return list(entries)
+
+        return self._add_with_files(name, identity, write_files)
+
+    def _add_with_files(
+        self, name: str, identity: EncoderIdentity, write_files: Callable[[set[str]], list[NewEntry]]
+    ) -> AddOutcome:
+        """Write exemplar files, then the entries `write_files` returns; on failure, delete the files
+        it wrote that no entry uses. Another encoder is refused before any file is written."""
         with self._writes:
-            collection = self.index.find(name, identity)  # another encoder: refused before any file is written
-            entries: list[NewEntry] = []
+            collection = self.index.find(name, identity)
+            written: set[str] = set()
             try:
-                for image in images:
-                    entries.append(self._image_entry(image, label, category, parent, max_side))
+                entries = write_files(written)
                 return self._store_entries(name, collection or self._writable(name, identity), entries)
             except BaseException:
-                self._delete_unused_quietly({e.sha256 for e in entries})
+                self._delete_unused_quietly(written)
                 raise
 
     def _image_entry(
@@ -193,8 +224,10 @@ class MemoryStore:
             self.catalogue.mark_catalogued(name)
         return collection
 
-    def _store_entries(self, name: str, collection: Collection, entries: Sequence[NewEntry]) -> AddOutcome:
-        unique = {entry_id(name, e.kind, e.sha256, e.label): e for e in entries}
+    def _store_entries(
+        self, name: str, collection: Collection, entries: Sequence[NewEntry], ids_for: str | None = None
+    ) -> AddOutcome:
+        unique = {entry_id(ids_for or name, e.kind, e.sha256, e.label): e for e in entries}
         added, present = self.index.add_new(collection, unique)
         self._cache_labels({i: (e.label, e.kind) for i, e in unique.items()})
         self.index.note_kinds(collection, {unique[i].kind for i in added})
@@ -231,6 +264,40 @@ class MemoryStore:
             self._next_generation(name)
             self._delete_unused(shas)
             return count
+
+    def relabel(
+        self, name: str, to_label: str, ids: Sequence[str] = (), label: str | None = None, **levels: str | None
+    ) -> tuple[list[str], list[str]]:
+        """Move entries (by id and/or every entry of `label`) to `to_label`: stored anew under ids
+        derived for it, with the same embeddings and files, then the old ones removed. `levels`
+        (category, parent) replace the entries' own when given. Returns (new ids, ids not found).
+        Idempotent; a kill between the two steps leaves both, and running it again finishes."""
+        with self._writes:
+            collection = self.index.get(name)
+            found = self.index.with_embeddings(collection, ids=list(ids)) if ids else {}
+            if label is not None:
+                found.update(self.index.with_embeddings(collection, where={"label": label}))
+            moving = {i: row for i, row in found.items() if row[0]["label"] != to_label}
+            entries = [moved_entry(metadata, embedding, to_label, levels) for metadata, embedding in moving.values()]
+            outcome = self._store_entries(name, collection, entries)
+            self.index.delete(collection, list(moving))
+            if moving:
+                self._next_generation(name)
+                self.catalogue.recount(name, collection, [(m["label"], m["kind"]) for m, _ in moving.values()])
+            for old in moving:
+                self.entry_labels.pop(old, None)
+            return outcome.added + outcome.already_present, [i for i in ids if i not in found]
+
+    def replace(self, name: str, staging: str) -> None:
+        """Make memory `staging` (written with ids derived for `name`) memory `name`, dropping the
+        old one first if it exists. A kill in between leaves `staging` whole: call again to finish."""
+        with self._writes:
+            if self.exists(name):
+                self.drop(name)
+            self.index.rename(staging, name)
+            self.catalogue.forget(staging)
+            self._next_generation(staging)
+            self.label_counts(name)  # the counts of the memory under its new name
 
     def _next_generation(self, name: str) -> None:
         self._generations[name] = self._generations.get(name, 0) + 1
@@ -332,3 +399,10 @@ class MemoryStore:
             if path is not None and path.is_file():
                 return path
         return None
+
+
+def moved_entry(metadata: dict[str, Any], embedding: np.ndarray, label: str, levels: dict[str, str | None]) -> NewEntry:
+    """The entry `metadata` describes, moved to `label` (its category and parent replaced when given)."""
+    kept = {key: metadata.get(key) for key in ("source", "image_file", "category", "parent", "added_at")}
+    kept.update({key: value for key, value in levels.items() if value is not None})
+    return NewEntry(label=label, kind=metadata["kind"], sha256=metadata["sha256"], embedding=embedding, **kept)
