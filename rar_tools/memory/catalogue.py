@@ -21,9 +21,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from rar_tools.limits import EntryKind
+from rar_tools.memory.names import chunks
 
 CATALOGUE = "rartools.catalogue"  # not "rar-...": never mistaken for a memory
 MAX_RECOUNTS = 20
+LABELS_PER_READ = 500
+WRITE_BATCH = 5000
 PLACEHOLDER = [0.0]  # Chroma stores an embedding with every record; the catalogue never searches
 
 Counts = dict[tuple[str, EntryKind], int]
@@ -68,25 +71,23 @@ class Catalogue:
         )
 
     def recount(self, memory: str, collection: Any, pairs: Iterable[tuple[str, EntryKind]]) -> None:
-        """Write the true count of each (label, kind) of `memory`, recounting until it holds."""
-        for label, kind in sorted(set(pairs)):
-            count = count_entries(collection, label, kind)
-            for _ in range(MAX_RECOUNTS):
-                self._write(memory, label, kind, count)
-                again = count_entries(collection, label, kind)
-                if again == count:
-                    break
-                count = again
+        """Write the true count of each (label, kind) of `memory`, recounting until it holds (each
+        round reads the entries of the labels in question once, in bulk)."""
+        pending = sorted(set(pairs))
+        for _ in range(MAX_RECOUNTS):
+            if not pending:
+                return
+            counts = count_entries(collection, pending)
+            self._write(memory, counts)
+            again = count_entries(collection, pending)
+            pending = [pair for pair in pending if again[pair] != counts[pair]]
 
     def rebuild(self, memory: str, metadatas: Iterable[dict[str, Any]]) -> Counts:
         """Replace the counts of `memory` with those of `metadatas` (every entry's), then mark it
         catalogued; returns the counts."""
         counts: Counts = dict(Counter((m["label"], m["kind"]) for m in metadatas))
         stale = set((self.counts(memory) or {}).keys()) - counts.keys()
-        for label, kind in stale:
-            self._write(memory, label, kind, 0)
-        for (label, kind), count in counts.items():
-            self._write(memory, label, kind, count)
+        self._write(memory, {**dict.fromkeys(stale, 0), **counts})
         self.mark_catalogued(memory)
         return counts
 
@@ -94,15 +95,29 @@ class Catalogue:
         """Delete every record of `memory` (it was dropped)."""
         self.records.delete(where={"memory": memory})
 
-    def _write(self, memory: str, label: str, kind: EntryKind, count: int) -> None:
-        key = record_id(memory, "count", label, kind)
-        if count <= 0:
-            self.records.delete(ids=[key])
-            return
-        metadata = {"memory": memory, "record": "count", "label": label, "kind": kind, "count": count}
-        self.records.upsert(ids=[key], embeddings=[PLACEHOLDER], metadatas=[metadata])
+    def _write(self, memory: str, counts: Counts) -> None:
+        """Write the count records (a count of 0 deletes its record)."""
+        keys = {pair: record_id(memory, "count", *pair) for pair in counts}
+        gone = [keys[pair] for pair, count in counts.items() if count <= 0]
+        kept = [(pair, count) for pair, count in counts.items() if count > 0]
+        for chunk in chunks(gone, WRITE_BATCH):
+            self.records.delete(ids=chunk)
+        for chunk in chunks(kept, WRITE_BATCH):
+            self.records.upsert(
+                ids=[keys[pair] for pair, _ in chunk],
+                embeddings=[PLACEHOLDER] * len(chunk),
+                metadatas=[
+                    {"memory": memory, "record": "count", "label": label, "kind": kind, "count": count}
+                    for (label, kind), count in chunk
+                ],
+            )
 
 
-def count_entries(collection: Any, label: str, kind: EntryKind) -> int:
-    """How many entries of `label` and `kind` a memory's collection holds (an indexed lookup)."""
-    return len(collection.get(where={"$and": [{"label": label}, {"kind": kind}]}, include=[])["ids"])
+def count_entries(collection: Any, pairs: list[tuple[str, EntryKind]]) -> Counts:
+    """How many entries of each (label, kind) a memory's collection holds (0 included): one read
+    of the metadata of those labels' entries per `LABELS_PER_READ` labels (an indexed lookup)."""
+    found: Counter[tuple[str, EntryKind]] = Counter()
+    for chunk in chunks(sorted({label for label, _ in pairs}), LABELS_PER_READ):
+        got = collection.get(where={"label": {"$in": chunk}}, include=["metadatas"])
+        found.update((m["label"], m["kind"]) for m in got["metadatas"])
+    return {pair: found[pair] for pair in pairs}
