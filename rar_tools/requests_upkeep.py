@@ -89,6 +89,9 @@ class ConflictsRequest(Request):
     neighbours: Annotated[
         int, Field(ge=1, le=limits.MAX_K, description="nearest exemplars looked at for each exemplar")
     ] = limits.DEFAULT_K
+    min_similarity: Annotated[
+        float, Field(ge=0.0, le=1.0, description="neighbours less similar than this (cosine) do not count")
+    ] = limits.DEFAULT_CONFLICT_SIMILARITY
     max_results: MaxResults = limits.DEFAULT_CURATION_RESULTS
 
 

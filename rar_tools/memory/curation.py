@@ -58,9 +58,10 @@ def near_duplicates(exemplars: Exemplars, threshold: float) -> list[Pair]:
     return sorted(pairs, key=lambda p: (-p.similarity, p.first, p.second))
 
 
-def likely_mislabelled(exemplars: Exemplars, neighbours: int) -> list[Suspect]:
+def likely_mislabelled(exemplars: Exemplars, neighbours: int, min_similarity: float) -> list[Suspect]:
     """Exemplars whose `neighbours` nearest exemplars mostly (at least half) carry one other label,
-    largest share first."""
+    largest share first. Only neighbours at least `min_similarity` close vote: an exemplar far from
+    every other (a label's only example, say) conflicts with nothing."""
     m = min(neighbours, len(exemplars.ids) - 1)
     suspects = []
     if m < 1:
@@ -71,7 +72,10 @@ def likely_mislabelled(exemplars: Exemplars, neighbours: int) -> list[Suspect]:
         for offset, columns in enumerate(np.take_along_axis(nearest, order, axis=1)):
             row = start + offset
             labels = [exemplars.labels[c] for c in columns]
-            label, votes = Counter(labels).most_common(1)[0]
+            close = [exemplars.labels[c] for c in columns if block[offset, c] >= min_similarity]
+            if not close:
+                continue
+            label, votes = Counter(close).most_common(1)[0]
             if label != exemplars.labels[row] and votes * 2 >= m:
                 suspects.append(Suspect(row, label, votes / m, labels))
     return sorted(suspects, key=lambda s: (-s.share, s.row))

@@ -187,7 +187,7 @@ class UpkeepService:
         from rar_tools.memory.curation import likely_mislabelled
 
         found = self._exemplars(request.memory)
-        suspects = likely_mislabelled(found, request.neighbours)
+        suspects = likely_mislabelled(found, request.neighbours, request.min_similarity)
         shown = [
             Conflict(
                 entry_id=found.ids[s.row],
