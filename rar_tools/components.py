@@ -124,7 +124,7 @@ class Components:
 
                 s = self.settings
                 client = open_http_client(s.chroma_url, s.chroma_database) if s.chroma_url else None
-                self._store = MemoryStore(s.data_dir, client)
+                self._store = MemoryStore(s.data_dir, client, mirror=not s.no_in_process_index)
             return self._store
 
     def claim_data_dir(self) -> None:

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     model_wait_timeout: float = Field(600.0, gt=0, description="seconds a tool call waits for models to load")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="stderr log level")
 
+    # Memory upkeep and speed (docs/portability.md)
+    no_in_process_index: bool = Field(
+        False,
+        description="search memories in Chroma only; by default each searched memory is also mirrored in "
+        "process (faiss, the `fast` extra) for faster searches, at the cost of its embeddings in RAM",
+    )
+
     @field_validator("allow_dir", mode="before")
     @classmethod
     def split_folders(cls, value: Any) -> Any:

@@ -51,3 +51,13 @@ def test_a_memory_without_a_catalogue_is_counted_once(tmp_path: Path, make_store
     store.catalogue.forget("m")  # as a memory written before the catalogue existed
     assert store.summary("m").label_counts == {"jay": 2}
     assert store.catalogue.counts("m") == {("jay", "image"): 1, ("jay", "text"): 1}
+
+
+def test_deltas_are_folded_into_the_snapshot_without_changing_the_counts(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    for seed in range(5):
+        store.add("m", IDENTITY, [entry("jay" if seed % 2 else "wren", "image", seed)])
+    before = store.catalogue.counts("m")
+    store.catalogue.compact("m", at_least=1)
+    _, snapshot, deltas = store.catalogue._read("m")
+    assert deltas == {} and snapshot == before == {("jay", "image"): 2, ("wren", "image"): 3}

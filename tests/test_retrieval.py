@@ -217,7 +217,11 @@ def test_retrieval_from_an_embedding_matches_retrieval_from_the_image(tools: Rar
     embedding = tools.encoder.encode_images([tools.load(query).image])[0]
     from_embedding = tools.retrieve_embedding("colours", embedding, k=3, mode="image")
     from_image = tools.retrieve("colours", query, k=3, mode="image")
-    assert from_embedding.candidates == from_image.candidates
+    # the first search may be Chroma's and the next the in-process mirror's: float32 sums may differ in the last bit
+    assert [(c.label, c.entry_ids) for c in from_embedding.candidates] == [
+        (c.label, c.entry_ids) for c in from_image.candidates
+    ]
+    assert [c.score for c in from_embedding.candidates] == pytest.approx([c.score for c in from_image.candidates])
     assert set(from_embedding.timings) == {"search_s"}
 
 

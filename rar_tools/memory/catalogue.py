@@ -1,39 +1,44 @@
-"""The catalogue: how many entries each memory holds per label and kind, kept up to date at write
-time in a side Chroma collection (`CATALOGUE`), so that listing a memory reads one small record per
-label instead of every entry's metadata (about 4 s per 100k entries).
+"""The catalogue: how many entries each memory holds per label and kind, kept at write time in a
+side Chroma collection (`CATALOGUE`), so that listing a memory reads a few small records instead
+of every entry's metadata (about 4 s per 100k entries). It also holds the write marks that keep
+in-process mirrors honest (`mirror.py`).
 
 Correct under concurrent writers, also several processes sharing a Chroma server, without
-transactions: a writer changes entries first, then *recounts* each (label, kind) it touched from
-the entries themselves and writes that count, repeating until a recount after its write agrees.
-Whichever write of a record comes last was followed by its writer's recount, which saw every entry
-written before it; so the last word on a record is always a true count.
+transactions: a write never updates a shared record in place. Each write adds its own *delta*
+record (entries added or removed per label and kind, under a fresh id), so two writers never
+overwrite each other; the counts are a snapshot (one record per label and kind) plus the deltas,
+folded into the snapshot now and then by `compact`.
 
-A writer killed between its entries and its recount leaves counts that no longer add up to the
-memory's size; `MemoryStore.label_counts` notices and rebuilds them from a full read. A memory
-written before the catalogue existed has no `catalogued` marker and is rebuilt the same way once.
+What the deltas cannot see is checked against the memory itself: when the counts do not add up
+to the memory's size (a writer killed between its entries and its delta, two writers adding the
+same entry at once, two compactions racing), `MemoryStore.label_counts` rebuilds them from one
+full read. A memory written before the catalogue existed has no `catalogued` marker and is
+rebuilt the same way once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rar_tools.limits import EntryKind
 from rar_tools.memory.names import chunks
 
 CATALOGUE = "rartools.catalogue"  # not "rar-...": never mistaken for a memory
-MAX_RECOUNTS = 20
-LABELS_PER_READ = 500
+COMPACT_AFTER = 64  # deltas of a memory before they are folded into its snapshot
 WRITE_BATCH = 5000
 PLACEHOLDER = [0.0]  # Chroma stores an embedding with every record; the catalogue never searches
+SEPARATOR = "\x00"
 
 Counts = dict[tuple[str, EntryKind], int]
 
 
 def record_id(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+    return hashlib.sha256(SEPARATOR.join(parts).encode()).hexdigest()[:32]
 
 
 class Catalogue:
@@ -50,74 +55,102 @@ class Catalogue:
             self._collection = self.client.get_or_create_collection(CATALOGUE, embedding_function=None)
         return self._collection
 
-    def counts(self, memory: str) -> Counts | None:
-        """Entries per (label, kind) of `memory`, or None when it has never been catalogued."""
+    def _read(self, memory: str) -> tuple[bool, Counts, dict[str, Counts]]:
+        """(catalogued, snapshot counts, deltas by record id) of `memory`."""
         got = self.records.get(where={"memory": memory}, include=["metadatas"])
-        counts: Counts = {}
-        catalogued = False
-        for metadata in got["metadatas"]:
-            if metadata.get("record") == "catalogued":
+        catalogued, snapshot, deltas = False, {}, {}
+        for record, metadata in zip(got["ids"], got["metadatas"]):
+            kind = metadata.get("record")
+            if kind == "catalogued":
                 catalogued = True
-            elif metadata.get("record") == "count":
-                counts[(metadata["label"], metadata["kind"])] = int(metadata["count"])
-        return counts if catalogued else None
+            elif kind == "count":
+                snapshot[(metadata["label"], metadata["kind"])] = int(metadata["count"])
+            elif kind == "delta":
+                deltas[record] = decode(metadata["counts"])
+        return catalogued, snapshot, deltas
+
+    def counts(self, memory: str) -> Counts | None:
+        """Entries per (label, kind) of `memory` (labels with none left out), or None when it has
+        never been catalogued."""
+        catalogued, snapshot, deltas = self._read(memory)
+        if not catalogued:
+            return None
+        return {pair: count for pair, count in add_up(snapshot, *deltas.values()).items() if count}
 
     def mark_catalogued(self, memory: str) -> None:
         """Record that every count of `memory` is kept (a new memory, or one just rebuilt)."""
-        self.records.upsert(
-            ids=[record_id(memory, "catalogued")],
-            embeddings=[PLACEHOLDER],
-            metadatas=[{"memory": memory, "record": "catalogued"}],
-        )
+        self._upsert([record_id(memory, "catalogued")], [{"memory": memory, "record": "catalogued"}])
 
-    def recount(self, memory: str, collection: Any, pairs: Iterable[tuple[str, EntryKind]]) -> None:
-        """Write the true count of each (label, kind) of `memory`, recounting until it holds (each
-        round reads the entries of the labels in question once, in bulk)."""
-        pending = sorted(set(pairs))
-        for _ in range(MAX_RECOUNTS):
-            if not pending:
-                return
-            counts = count_entries(collection, pending)
-            self._write(memory, counts)
-            again = count_entries(collection, pending)
-            pending = [pair for pair in pending if again[pair] != counts[pair]]
+    def note(self, memory: str, delta: Mapping[tuple[str, EntryKind], int]) -> None:
+        """Record a write's change to the counts of `memory`, as a record of its own."""
+        if any(delta.values()):
+            metadata = {"memory": memory, "record": "delta", "counts": encode(delta)}
+            self._upsert([uuid.uuid4().hex], [metadata])
+
+    def compact(self, memory: str, at_least: int = COMPACT_AFTER) -> None:
+        """Fold the deltas of `memory` into its snapshot once there are `at_least` of them. (Two
+        compactions racing count some deltas twice; the size check then rebuilds the counts.)"""
+        pending = self.records.get(where={"$and": [{"memory": memory}, {"record": "delta"}]}, include=[])["ids"]
+        if len(pending) < at_least:
+            return
+        _, snapshot, deltas = self._read(memory)
+        self._write_snapshot(memory, snapshot, add_up(snapshot, *deltas.values()))
+        self._delete(list(deltas))
 
     def rebuild(self, memory: str, metadatas: Iterable[dict[str, Any]]) -> Counts:
-        """Replace the counts of `memory` with those of `metadatas` (every entry's), then mark it
-        catalogued; returns the counts."""
+        """Replace the counts of `memory` with those of `metadatas` (every entry's, read after this
+        call started), then mark it catalogued; returns the counts."""
+        _, snapshot, deltas = self._read(memory)
         counts: Counts = dict(Counter((m["label"], m["kind"]) for m in metadatas))
-        stale = set((self.counts(memory) or {}).keys()) - counts.keys()
-        self._write(memory, {**dict.fromkeys(stale, 0), **counts})
+        self._write_snapshot(memory, snapshot, counts)
+        self._delete(list(deltas))
         self.mark_catalogued(memory)
         return counts
+
+    def read_marks(self, memory: str) -> dict[str, int]:
+        """The last write mark of each writer (store) of `memory`: writer id -> sequence number."""
+        got = self.records.get(where={"$and": [{"memory": memory}, {"record": "writer"}]}, include=["metadatas"])
+        return {m["writer"]: int(m["seq"]) for m in got["metadatas"]}
+
+    def mark_write(self, memory: str, writer: str, seq: int) -> None:
+        """Record that `writer` changed `memory` (its `seq`-th write): mirrors of it are stale."""
+        metadata = {"memory": memory, "record": "writer", "writer": writer, "seq": seq}
+        self._upsert([record_id(memory, "writer", writer)], [metadata])
 
     def forget(self, memory: str) -> None:
         """Delete every record of `memory` (it was dropped)."""
         self.records.delete(where={"memory": memory})
 
-    def _write(self, memory: str, counts: Counts) -> None:
-        """Write the count records (a count of 0 deletes its record)."""
-        keys = {pair: record_id(memory, "count", *pair) for pair in counts}
-        gone = [keys[pair] for pair, count in counts.items() if count <= 0]
-        kept = [(pair, count) for pair, count in counts.items() if count > 0]
-        for chunk in chunks(gone, WRITE_BATCH):
+    def _write_snapshot(self, memory: str, old: Counts, new: Counts) -> None:
+        """Make the snapshot records of `memory` say `new` (records of pairs gone are deleted)."""
+        self._delete([record_id(memory, "count", *pair) for pair in old if not new.get(pair)])
+        kept = [(pair, count) for pair, count in new.items() if count > 0]
+        self._upsert(
+            [record_id(memory, "count", *pair) for pair, _ in kept],
+            [{"memory": memory, "record": "count", "label": pair[0], "kind": pair[1], "count": n} for pair, n in kept],
+        )
+
+    def _upsert(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
+        for start in range(0, len(ids), WRITE_BATCH):
+            part = slice(start, start + WRITE_BATCH)
+            self.records.upsert(ids=ids[part], embeddings=[PLACEHOLDER] * len(ids[part]), metadatas=metadatas[part])
+
+    def _delete(self, ids: list[str]) -> None:
+        for chunk in chunks(ids, WRITE_BATCH):
             self.records.delete(ids=chunk)
-        for chunk in chunks(kept, WRITE_BATCH):
-            self.records.upsert(
-                ids=[keys[pair] for pair, _ in chunk],
-                embeddings=[PLACEHOLDER] * len(chunk),
-                metadatas=[
-                    {"memory": memory, "record": "count", "label": label, "kind": kind, "count": count}
-                    for (label, kind), count in chunk
-                ],
-            )
 
 
-def count_entries(collection: Any, pairs: list[tuple[str, EntryKind]]) -> Counts:
-    """How many entries of each (label, kind) a memory's collection holds (0 included): one read
-    of the metadata of those labels' entries per `LABELS_PER_READ` labels (an indexed lookup)."""
-    found: Counter[tuple[str, EntryKind]] = Counter()
-    for chunk in chunks(sorted({label for label, _ in pairs}), LABELS_PER_READ):
-        got = collection.get(where={"label": {"$in": chunk}}, include=["metadatas"])
-        found.update((m["label"], m["kind"]) for m in got["metadatas"])
-    return {pair: found[pair] for pair in pairs}
+def add_up(*parts: Mapping[tuple[str, EntryKind], int]) -> Counts:
+    total: Counter[tuple[str, EntryKind]] = Counter()
+    for part in parts:
+        total.update(part)
+    return dict(total)
+
+
+def encode(delta: Mapping[tuple[str, EntryKind], int]) -> str:
+    return json.dumps({f"{label}{SEPARATOR}{kind}": n for (label, kind), n in delta.items() if n})
+
+
+def decode(text: str) -> Counts:
+    pairs = json.loads(text).items()
+    return {tuple(key.split(SEPARATOR, 1)): int(n) for key, n in pairs}  # type: ignore[misc]

@@ -19,6 +19,7 @@ from rar_tools.memory.catalogue import Catalogue, Counts
 from rar_tools.memory.entries import AddOutcome, Entry, ExemplarImage, Hit, MemorySummary, NewEntry
 from rar_tools.memory.files import ExemplarFiles
 from rar_tools.memory.index import ChromaIndex, Collection, open_persistent_client, stored_identity
+from rar_tools.memory.mirror import Mirrors
 from rar_tools.memory.names import entry_id
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,12 @@ class MemoryStore:
     """
 
     def __init__(
-        self, data_dir: Path, client: Any | None = None, lock_wait_s: float = 3.0, hnsw: dict[str, Any] | None = None
+        self,
+        data_dir: Path,
+        client: Any | None = None,
+        lock_wait_s: float = 3.0,
+        hnsw: dict[str, Any] | None = None,
+        mirror: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.files = ExemplarFiles(self.data_dir)
@@ -56,6 +62,7 @@ class MemoryStore:
                 client = open_persistent_client(self.data_dir / "chroma")
             self.index = ChromaIndex(client, hnsw)
             self.catalogue = Catalogue(client)
+            self.mirrors = Mirrors(self.catalogue.read_marks, self.catalogue.mark_write, self._contents, mirror)
         except BaseException:
             unlock_data_dir(self._lock)
             raise
@@ -230,8 +237,12 @@ class MemoryStore:
         unique = {entry_id(ids_for or name, e.kind, e.sha256, e.label): e for e in entries}
         added, present = self.index.add_new(collection, unique)
         self._cache_labels({i: (e.label, e.kind) for i, e in unique.items()})
+        if added:
+            rows = [unique[i] for i in added]
+            vectors = np.stack([e.embedding for e in rows]).astype(np.float32)
+            self.mirrors.wrote(name, (added, [e.label for e in rows], [e.kind for e in rows], vectors))
         self.index.note_kinds(collection, {unique[i].kind for i in added})
-        self.catalogue.recount(name, collection, [(unique[i].label, unique[i].kind) for i in added])
+        self._counted(name, [(unique[i].label, unique[i].kind) for i in added], +1)
         return AddOutcome(added=added, already_present=present)
 
     def remove(self, name: str, ids: Iterable[str] | None = None, label: str | None = None) -> int:
@@ -247,8 +258,9 @@ class MemoryStore:
                 self.entry_labels.pop(removed, None)
             if targets:
                 self._next_generation(name)
+                self.mirrors.wrote(name, removed=list(targets))
                 self.index.settle_kinds(collection)
-                self.catalogue.recount(name, collection, [(m["label"], m["kind"]) for m in targets.values()])
+                self._counted(name, [(m["label"], m["kind"]) for m in targets.values()], -1)
             self._delete_unused({m["sha256"] for m in targets.values() if m.get("image_file")})
             return len(targets)
 
@@ -261,6 +273,7 @@ class MemoryStore:
             shas = {m["sha256"] for _, page in pages for m in page if m.get("image_file")}
             self.index.drop(name)
             self.catalogue.forget(name)
+            self.mirrors.forget(name)
             self._next_generation(name)
             self._delete_unused(shas)
             return count
@@ -283,7 +296,8 @@ class MemoryStore:
             self.index.delete(collection, list(moving))
             if moving:
                 self._next_generation(name)
-                self.catalogue.recount(name, collection, [(m["label"], m["kind"]) for m, _ in moving.values()])
+                self.mirrors.wrote(name, removed=list(moving))
+                self._counted(name, [(m["label"], m["kind"]) for m, _ in moving.values()], -1)
             for old in moving:
                 self.entry_labels.pop(old, None)
             return outcome.added + outcome.already_present, [i for i in ids if i not in found]
@@ -296,8 +310,20 @@ class MemoryStore:
                 self.drop(name)
             self.index.rename(staging, name)
             self.catalogue.forget(staging)
+            self.mirrors.forget(staging)
             self._next_generation(staging)
             self.label_counts(name)  # the counts of the memory under its new name
+
+    def _contents(self, name: str) -> tuple[EncoderIdentity | None, Iterable[tuple[list[str], list, np.ndarray]]]:
+        """The encoder of memory `name` and its entries' (ids, metadatas, embeddings), a page at a time."""
+        collection = self.index.get(name)
+        return stored_identity(collection.metadata), self.index.embedding_pages(collection)
+
+    def _counted(self, name: str, pairs: list[tuple[str, EntryKind]], sign: int) -> None:
+        """Record in the catalogue that entries of these (label, kind) were added (+1) or removed (-1)."""
+        if pairs:
+            self.catalogue.note(name, {pair: sign * n for pair, n in Counter(pairs).items()})
+            self.catalogue.compact(name)
 
     def _next_generation(self, name: str) -> None:
         self._generations[name] = self._generations.get(name, 0) + 1
@@ -355,8 +381,12 @@ class MemoryStore:
     def nearest(self, name: str, identity: EncoderIdentity, embedding: np.ndarray, n: int) -> list[Hit]:
         """Up to `n` nearest entries of any kind, best first: the fast, unfiltered search.
 
-        Chroma returns ids and distances alone; labels and kinds come from `entry_labels`, and ids
-        not seen yet are read once. Refuses an unknown memory and another encoder."""
+        From the memory's in-process mirror when it has an up-to-date one (`mirror`); else Chroma
+        returns ids and distances alone, labels and kinds come from `entry_labels`, and ids not
+        seen yet are read once. Refuses an unknown memory and another encoder."""
+        mirrored = self.mirrors.nearest(name, identity, embedding, n)
+        if mirrored is not None:
+            return mirrored
         collection = self.index.get(name, identity)
         found = self.index.nearest(collection, embedding, n)
         known: dict[str, tuple[str, EntryKind]] = {}
