@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,42 +48,58 @@ def faiss_available() -> bool:
     return True
 
 
+Row = tuple[str, str, EntryKind, "str | None", "str | None"]  # entry id, label, kind, category, parent
+
+
 class Mirror:
     """One memory's entries in a faiss HNSW graph (inner product on unit vectors = cosine), with
-    each row's entry id, label and kind; removed rows are masked. Thread-safe."""
+    each row's entry id, label, kind, category and parent; removed rows are masked. Thread-safe."""
 
     def __init__(self, identity: EncoderIdentity, marks: Marks) -> None:
         import faiss
 
-        dim = identity.dim
         self.identity = identity
-        self.index = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
+        self.index = faiss.IndexHNSWFlat(identity.dim, M, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efConstruction = EF_CONSTRUCTION
         self.marks = dict(marks)
-        self.rows: list[tuple[str, str, EntryKind]] = []
+        self.rows: list[Row] = []
         self.row_of: dict[str, int] = {}
         self.removed: set[int] = set()
+        self.kind_counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def add(self, ids: Sequence[str], labels: Sequence[str], kinds: Sequence[str], embeddings: np.ndarray) -> None:
+    def add(self, metadatas: Sequence[dict[str, Any]], ids: Sequence[str], embeddings: np.ndarray) -> None:
         """Add entries not present (a removed entry added again gets a new row)."""
         with self._lock:
             new = [n for n, i in enumerate(ids) if i not in self.row_of or self.row_of[i] in self.removed]
-            if not new:
-                return
             for n in new:
+                m = metadatas[n]
                 self.row_of[ids[n]] = len(self.rows)
-                self.rows.append((ids[n], labels[n], kinds[n]))  # type: ignore[arg-type]
-            self.index.add(np.ascontiguousarray(embeddings[new], dtype=np.float32))
+                self.rows.append((ids[n], m["label"], m["kind"], m.get("category"), m.get("parent")))
+                self.kind_counts[m["kind"]] += 1
+            if new:
+                self.index.add(np.ascontiguousarray(embeddings[new], dtype=np.float32))
 
     def remove(self, ids: Sequence[str]) -> None:
         with self._lock:
-            self.removed.update(self.row_of[i] for i in ids if i in self.row_of)
+            for row in {self.row_of[i] for i in ids if i in self.row_of} - self.removed:
+                self.removed.add(row)
+                self.kind_counts[self.rows[row][2]] -= 1
 
     @property
     def worn(self) -> bool:
         """Whether masked rows are so many that a rebuild pays."""
         return len(self.removed) > REBUILD_REMOVED_SHARE * max(len(self.rows), 1)
+
+    def kinds(self) -> set[EntryKind]:
+        return {kind for kind, count in self.kind_counts.items() if count > 0}  # type: ignore[misc]
+
+    def levels(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+        """(category, parent) of each of `ids` the mirror holds."""
+        rows = [self.row_of.get(i) for i in ids]
+        return {
+            i: self.rows[row][3:5] for i, row in zip(ids, rows) if row is not None and row not in self.removed
+        }
 
     def nearest(self, embedding: np.ndarray, n: int) -> list[Hit]:
         """Up to `n` nearest live entries, best first."""
@@ -95,14 +112,16 @@ class Mirror:
             hits = []
             for similarity, row in zip(similarities[0], rows[0]):
                 if row >= 0 and row not in self.removed:
-                    entry, label, kind = self.rows[row]
+                    entry, label, kind = self.rows[row][:3]
                     hits.append(Hit(entry, float(similarity), label, kind))
             return hits[:n]
 
 
 class Mirrors:
     """The mirrors of one store's memories: built on first search in the background, kept up to
-    date by this store's writes, dropped when another writer's mark moves."""
+    date by this store's writes, dropped when another writer's mark moves. Marks are read and
+    written by the given functions: the catalogue's for a shared Chroma server, a dict shared by
+    the process's stores for an embedded folder (no other process can write it: the folder lock)."""
 
     def __init__(
         self,
@@ -119,20 +138,24 @@ class Mirrors:
         self._building: set[str] = set()
         self._lock = threading.Lock()
 
-    def nearest(self, name: str, identity: EncoderIdentity, embedding: np.ndarray, n: int) -> list[Hit] | None:
-        """The mirror's answer, or None when the memory has no up-to-date mirror of `identity`'s
-        embeddings (then a build starts, and the caller asks Chroma, which also gives the errors)."""
+    def current(self, name: str, identity: EncoderIdentity | None = None) -> Mirror | None:
+        """The mirror of memory `name` if it reflects every write (and holds `identity`'s
+        embeddings); else None, and a build starts: the caller asks Chroma, which also gives the errors."""
         if not self.enabled:
             return None
         mirror = self._mirrors.get(name)
         if mirror is None or mirror.worn or self._read_marks(name) != mirror.marks:
             self._rebuild(name)
             return None
-        return mirror.nearest(embedding, n) if mirror.identity == identity else None
+        return mirror if identity is None or mirror.identity == identity else None
+
+    def nearest(self, name: str, identity: EncoderIdentity, embedding: np.ndarray, n: int) -> list[Hit] | None:
+        mirror = self.current(name, identity)
+        return None if mirror is None else mirror.nearest(embedding, n)
 
     # -- this store's writes (called under the store's write lock) ------------------------------
     def wrote(self, name: str, added: Any = None, removed: Sequence[str] = ()) -> None:
-        """Mark a write to memory `name`, and apply it to its mirror: `added` as (ids, labels, kinds,
+        """Mark a write to memory `name`, and apply it to its mirror: `added` as (metadatas, ids,
         embeddings), `removed` entry ids."""
         self._seq += 1
         mirror = self._mirrors.get(name)
@@ -143,8 +166,11 @@ class Mirrors:
             mirror.marks[self.writer] = self._seq
         self._write_mark(name, self.writer, self._seq)
 
-    def forget(self, name: str) -> None:
+    def dropped(self, name: str) -> None:
+        """Memory `name` was dropped (or replaced): forget its mirror, and mark it for others."""
         self._mirrors.pop(name, None)
+        self._seq += 1
+        self._write_mark(name, self.writer, self._seq)
 
     # -- building ----------------------------------------------------------------------------------
     def _rebuild(self, name: str) -> None:
@@ -161,7 +187,7 @@ class Mirrors:
             mirror = Mirror(identity, marks) if identity is not None else None
             for ids, metadatas, embeddings in pages if mirror is not None else ():
                 if ids:
-                    mirror.add(ids, [m["label"] for m in metadatas], [m["kind"] for m in metadatas], embeddings)
+                    mirror.add(metadatas, ids, embeddings)
             if mirror is not None:
                 self._mirrors[name] = mirror
                 log.info("memory %r mirrored in process (%d entries)", name, len(mirror.rows))
@@ -171,3 +197,16 @@ class Mirrors:
         finally:
             with self._lock:
                 self._building.discard(name)
+
+
+class LocalMarks:
+    """Write marks of an embedded folder's memories, shared by the process's stores of it."""
+
+    def __init__(self, shared: dict[str, Marks]) -> None:
+        self.shared = shared
+
+    def read(self, name: str) -> Marks:
+        return dict(self.shared.get(name, {}))
+
+    def write(self, name: str, writer: str, seq: int) -> None:
+        self.shared.setdefault(name, {})[writer] = seq

@@ -19,7 +19,7 @@ from rar_tools.memory.catalogue import Catalogue, Counts
 from rar_tools.memory.entries import AddOutcome, Entry, ExemplarImage, Hit, MemorySummary, NewEntry
 from rar_tools.memory.files import ExemplarFiles
 from rar_tools.memory.index import ChromaIndex, Collection, open_persistent_client, stored_identity
-from rar_tools.memory.mirror import Mirrors
+from rar_tools.memory.mirror import LocalMarks, Mirrors
 from rar_tools.memory.names import entry_id
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,13 @@ class MemoryStore:
                 client = open_persistent_client(self.data_dir / "chroma")
             self.index = ChromaIndex(client, hnsw)
             self.catalogue = Catalogue(client)
-            self.mirrors = Mirrors(self.catalogue.read_marks, self.catalogue.mark_write, self._contents, mirror)
+            marks = LocalMarks(self._lock.marks) if self._owns_client else None  # else: a shared server
+            self.mirrors = Mirrors(
+                marks.read if marks else self.catalogue.read_marks,
+                marks.write if marks else self.catalogue.mark_write,
+                self._contents,
+                mirror,
+            )
         except BaseException:
             unlock_data_dir(self._lock)
             raise
@@ -107,8 +113,9 @@ class MemoryStore:
         return self.index.get(name).count()
 
     def kinds(self, name: str) -> set[EntryKind]:
-        """The entry kinds memory `name` holds (recorded by adds and removals, not scanned)."""
-        return self.index.kinds(self.index.get(name))
+        """The entry kinds memory `name` holds (its mirror's, or recorded by adds and removals)."""
+        mirror = self.mirrors.current(name)
+        return mirror.kinds() if mirror is not None else self.index.kinds(self.index.get(name))
 
     def generation(self, name: str) -> int:
         """A counter that increases whenever entries of memory `name` are removed or it is dropped
@@ -240,7 +247,7 @@ class MemoryStore:
         if added:
             rows = [unique[i] for i in added]
             vectors = np.stack([e.embedding for e in rows]).astype(np.float32)
-            self.mirrors.wrote(name, (added, [e.label for e in rows], [e.kind for e in rows], vectors))
+            self.mirrors.wrote(name, ([e.metadata("") for e in rows], added, vectors))
         self.index.note_kinds(collection, {unique[i].kind for i in added})
         self._counted(name, [(unique[i].label, unique[i].kind) for i in added], +1)
         return AddOutcome(added=added, already_present=present)
@@ -273,46 +280,10 @@ class MemoryStore:
             shas = {m["sha256"] for _, page in pages for m in page if m.get("image_file")}
             self.index.drop(name)
             self.catalogue.forget(name)
-            self.mirrors.forget(name)
+            self.mirrors.dropped(name)
             self._next_generation(name)
             self._delete_unused(shas)
             return count
-
-    def relabel(
-        self, name: str, to_label: str, ids: Sequence[str] = (), label: str | None = None, **levels: str | None
-    ) -> tuple[list[str], list[str]]:
-        """Move entries (by id and/or every entry of `label`) to `to_label`: stored anew under ids
-        derived for it, with the same embeddings and files, then the old ones removed. `levels`
-        (category, parent) replace the entries' own when given. Returns (new ids, ids not found).
-        Idempotent; a kill between the two steps leaves both, and running it again finishes."""
-        with self._writes:
-            collection = self.index.get(name)
-            found = self.index.with_embeddings(collection, ids=list(ids)) if ids else {}
-            if label is not None:
-                found.update(self.index.with_embeddings(collection, where={"label": label}))
-            moving = {i: row for i, row in found.items() if row[0]["label"] != to_label}
-            entries = [moved_entry(metadata, embedding, to_label, levels) for metadata, embedding in moving.values()]
-            outcome = self._store_entries(name, collection, entries)
-            self.index.delete(collection, list(moving))
-            if moving:
-                self._next_generation(name)
-                self.mirrors.wrote(name, removed=list(moving))
-                self._counted(name, [(m["label"], m["kind"]) for m, _ in moving.values()], -1)
-            for old in moving:
-                self.entry_labels.pop(old, None)
-            return outcome.added + outcome.already_present, [i for i in ids if i not in found]
-
-    def replace(self, name: str, staging: str) -> None:
-        """Make memory `staging` (written with ids derived for `name`) memory `name`, dropping the
-        old one first if it exists. A kill in between leaves `staging` whole: call again to finish."""
-        with self._writes:
-            if self.exists(name):
-                self.drop(name)
-            self.index.rename(staging, name)
-            self.catalogue.forget(staging)
-            self.mirrors.forget(staging)
-            self._next_generation(staging)
-            self.label_counts(name)  # the counts of the memory under its new name
 
     def _contents(self, name: str) -> tuple[EncoderIdentity | None, Iterable[tuple[list[str], list, np.ndarray]]]:
         """The encoder of memory `name` and its entries' (ids, metadatas, embeddings), a page at a time."""
@@ -357,7 +328,10 @@ class MemoryStore:
         return path
 
     def levels(self, name: str, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
-        """(category, parent) of each of `ids` that exists (one read for all)."""
+        """(category, parent) of each of `ids` that exists (its mirror's, or one read for all)."""
+        mirror = self.mirrors.current(name)
+        if mirror is not None:
+            return mirror.levels(ids)
         found = self.index.metadata_by_id(self.index.get(name), ids)
         return {i: (m.get("category"), m.get("parent")) for i, m in found.items()}
 
@@ -430,9 +404,3 @@ class MemoryStore:
                 return path
         return None
 
-
-def moved_entry(metadata: dict[str, Any], embedding: np.ndarray, label: str, levels: dict[str, str | None]) -> NewEntry:
-    """The entry `metadata` describes, moved to `label` (its category and parent replaced when given)."""
-    kept = {key: metadata.get(key) for key in ("source", "image_file", "category", "parent", "added_at")}
-    kept.update({key: value for key, value in levels.items() if value is not None})
-    return NewEntry(label=label, kind=metadata["kind"], sha256=metadata["sha256"], embedding=embedding, **kept)

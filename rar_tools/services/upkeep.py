@@ -94,13 +94,15 @@ class UpkeepService:
         """Re-encode a memory's entries with the loaded encoder, into `as_name` or a staging memory
         that replaces the memory once complete. Entries already written (by an interrupted run) are
         not encoded again."""
+        from rar_tools.memory.moves import replace
+
         store, encoder = self.components.store, self.components.encoder
         name = request.memory
         if request.as_name == name:
             raise MemoryStoreError("--as names the memory itself: leave it out to replace the memory")
         target = request.as_name or staging_name(name)
         if not store.exists(name) and request.as_name is None and store.exists(target):
-            store.replace(name, target)  # a run killed between dropping the old memory and renaming
+            replace(store, name, target)  # a run killed between dropping the old memory and renaming
             return self._reembedded(name, name, 0, 0, True)
         store.require(name)
         if request.as_name is None and store.summary(name).encoder == encoder.identity:
@@ -117,7 +119,7 @@ class UpkeepService:
             if progress:
                 progress(encoded + done_before, total)
         if request.as_name is None:
-            store.replace(name, target)
+            replace(store, name, target)
         return self._reembedded(name, final, encoded, done_before, request.as_name is None)
 
     def _encoded(self, store: MemoryStore, encoder: ClipEncoder, entries: list[NewEntry]) -> list[NewEntry]:
@@ -209,7 +211,10 @@ class UpkeepService:
     def relabel(self, request: RelabelRequest) -> RelabelResult:
         """Move entries to another label."""
         store = self.components.store
-        moved, missing = store.relabel(
+        from rar_tools.memory.moves import relabel
+
+        moved, missing = relabel(
+            store,
             request.memory,
             request.to_label,
             request.entry_ids or (),
@@ -257,3 +262,4 @@ def load_copy(store: MemoryStore, entry: NewEntry) -> Image.Image:
             return image.convert("RGB")
     except OSError as exc:
         raise MemoryStoreError(f"the exemplar file of an entry of {entry.label!r} cannot be read ({exc})") from exc
+
