@@ -19,9 +19,11 @@ from rar_tools.arguments import (
     BoxFields,
     Cli,
     DetectorQuery,
+    EntryIds,
     ImageArg,
     K,
     Label,
+    LabelSelection,
     MemoryName,
     OptionalLevel,
     RankerViewFields,
@@ -39,7 +41,6 @@ from rar_tools.requests_upkeep import ConflictsRequest, DuplicatesRequest, Relab
 from rar_tools.validation import (
     check_candidates,
     check_detector_threshold,
-    check_entry_ids,
     check_int,
     check_max_boxes,
     check_queries,
@@ -241,15 +242,8 @@ class RemoveRequest(Request):
     error: ClassVar = MemoryStoreError
 
     memory: MemoryName
-    entry_ids: Annotated[
-        list[Annotated[str, Field(max_length=limits.MAX_ENTRY_ID_CHARS)]] | None,
-        Field(max_length=limits.MAX_IDS_PER_REMOVE, description="entry ids to remove"),
-        BeforeValidator(check_entry_ids),
-        Cli(flag="--id", repeat=True),
-    ] = None
-    label: Annotated[
-        str | None, Field(max_length=limits.MAX_LABEL_CHARS, description="remove every entry of this label")
-    ] = None
+    entry_ids: EntryIds = None
+    label: LabelSelection = None
 
     @model_validator(mode="after")
     def something_to_remove(self) -> RemoveRequest:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from rar_tools import limits
-from rar_tools.arguments import Cli, Label, MemoryName, OptionalLevel
+from rar_tools.arguments import Cli, EntryIds, Label, LabelSelection, MemoryName, OptionalLevel
 from rar_tools.errors import MemoryStoreError
 from rar_tools.request_base import Request
-from rar_tools.validation import check_entry_ids
 
 ArchivePath = Annotated[
     str,
@@ -104,15 +103,8 @@ class RelabelRequest(Request):
 
     memory: MemoryName
     to_label: Annotated[Label, Cli(flag="--to")]
-    entry_ids: Annotated[
-        list[Annotated[str, Field(max_length=limits.MAX_ENTRY_ID_CHARS)]] | None,
-        Field(max_length=limits.MAX_IDS_PER_REMOVE, description="entry ids to move"),
-        BeforeValidator(check_entry_ids),
-        Cli(flag="--id", repeat=True),
-    ] = None
-    label: Annotated[
-        str | None, Field(max_length=limits.MAX_LABEL_CHARS, description="move every entry of this label")
-    ] = None
+    entry_ids: EntryIds = None
+    label: LabelSelection = None
     category: OptionalLevel = None
     parent: OptionalLevel = None
 

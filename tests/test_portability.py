@@ -120,6 +120,8 @@ def test_import_under_another_name_derives_its_ids_for_that_name(archive: Path, 
 
 def test_the_export_and_import_commands_round_trip(archive: Path, settings: Settings, capsys) -> None:
     flags = ["--data-dir", str(settings.data_dir), "--clip-model", settings.clip_model]
+    if settings.chroma_url:
+        flags += ["--chroma-url", settings.chroma_url, "--chroma-database", settings.chroma_database]
     assert main(["import", str(archive), "--as", "again", *flags]) == 0
     assert "imported 7 new entries into memory 'again'" in capsys.readouterr().out
     out = archive.with_name("again.rar-memory")
