@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -127,11 +128,22 @@ def measure_size(ctx: BenchContext, size: int, rng: np.random.Generator) -> dict
         "cold": summarise(cold),
         "read_labels_s": read_s,
         "mirror_wait_s": mirror_s,
+        "peak_rss_gb": peak_rss_gb(),
         "mirrored": store.mirrors.current(memory) is not None,
         "steady": summarise(steady),
         "exact": summarise(exact_s),
         "label_recall_at_k": recall,
     }
+
+
+def peak_rss_gb() -> float:
+    """The process's peak resident memory so far, in GiB (Linux and macOS; NaN elsewhere)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 def wait_for_mirror(store: MemoryStore, memory: str, timeout_s: float = 7200.0) -> None:
