@@ -80,8 +80,13 @@ class Components:
         return Detector(self.settings.detector_model, self.settings.device)
 
     def _read_labels(self) -> int:
-        """Read every memory's entry labels, so that searches need not (see `MemoryStore.read_labels`)."""
-        return sum(self.store.read_labels(name) for name in self.store.names())
+        """Read every memory's entry labels, so that searches need not (see `MemoryStore.read_labels`),
+        and start mirroring each memory in process (`memory/mirror.py`)."""
+        read = 0
+        for name in self.store.names():
+            read += self.store.read_labels(name)
+            self.store.mirrors.current(name)
+        return read
 
     def start_loading(self) -> None:
         """Load the models, and read the memories' labels, in background threads (a server calls this

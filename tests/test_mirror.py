@@ -97,3 +97,14 @@ def test_a_store_without_the_in_process_index_searches_chroma(tmp_path: Path, qu
     store = MemoryStore(tmp_path, mirror=False)
     store.add("m", IDENTITY, entries(20))
     assert len(answer(store, query, 5)) == 5 and store.mirrors.nearest("m", IDENTITY, query, 5) is None
+
+
+def test_the_server_start_mirrors_every_memory(tools) -> None:
+    tools.add_labels("zs", ["a", "b", "c"])
+    tools.start_loading()
+    tools.label_index.get(timeout=60)
+    deadline = time.monotonic() + 60
+    while tools.store.mirrors.current("zs") is None:
+        assert time.monotonic() < deadline, "the memory was not mirrored"
+        time.sleep(0.05)
+    assert tools.store.kinds("zs") == {"text"}
