@@ -1,13 +1,14 @@
 """The catalogue: how many entries each memory holds per label and kind, kept at write time in a
-side Chroma collection (`CATALOGUE`), so that listing a memory reads a few small records instead
-of every entry's metadata (about 4 s per 100k entries). It also holds the write marks that keep
+side Chroma collection (`CATALOGUE`), so that listing a memory reads a few records instead of
+every entry's metadata (about 4 s per 100k entries). (Chroma returns about 25 records a
+millisecond, so the counts of all labels are one record, not one per label.) It also holds the write marks that keep
 in-process mirrors honest (`mirror.py`).
 
 Correct under concurrent writers, also several processes sharing a Chroma server, without
 transactions: a write never updates a shared record in place. Each write adds its own *delta*
 record (entries added or removed per label and kind, under a fresh id), so two writers never
-overwrite each other; the counts are a snapshot (one record per label and kind) plus the deltas,
-folded into the snapshot now and then by `compact`.
+overwrite each other; the counts are a snapshot plus the deltas, folded into the snapshot now
+and then by `compact`.
 
 What the deltas cannot see is checked against the memory itself: when the counts do not add up
 to the memory's size (a writer killed between its entries and its delta, two writers adding the
@@ -29,7 +30,8 @@ from rar_tools.limits import EntryKind
 from rar_tools.memory.names import chunks
 
 CATALOGUE = "rartools.catalogue"  # not "rar-...": never mistaken for a memory
-COMPACT_AFTER = 64  # deltas of a memory before they are folded into its snapshot
+COMPACT_AFTER = 16  # deltas of a memory before they are folded into its snapshot
+BULK_DELTA = 64  # a delta of this many (label, kind) pairs is folded in at once
 WRITE_BATCH = 5000
 PLACEHOLDER = [0.0]  # Chroma stores an embedding with every record; the catalogue never searches
 SEPARATOR = "\x00"
@@ -63,8 +65,8 @@ class Catalogue:
             kind = metadata.get("record")
             if kind == "catalogued":
                 catalogued = True
-            elif kind == "count":
-                snapshot[(metadata["label"], metadata["kind"])] = int(metadata["count"])
+            elif kind == "snapshot":
+                snapshot = decode(metadata["counts"])
             elif kind == "delta":
                 deltas[record] = decode(metadata["counts"])
         return catalogued, snapshot, deltas
@@ -82,10 +84,13 @@ class Catalogue:
         self._upsert([record_id(memory, "catalogued")], [{"memory": memory, "record": "catalogued"}])
 
     def note(self, memory: str, delta: Mapping[tuple[str, EntryKind], int]) -> None:
-        """Record a write's change to the counts of `memory`, as a record of its own."""
-        if any(delta.values()):
-            metadata = {"memory": memory, "record": "delta", "counts": encode(delta)}
-            self._upsert([uuid.uuid4().hex], [metadata])
+        """Record a write's change to the counts of `memory`, as a record of its own; fold the
+        deltas into the snapshot when they are many, or this one is large."""
+        if not any(delta.values()):
+            return
+        metadata = {"memory": memory, "record": "delta", "counts": encode(delta)}
+        self._upsert([uuid.uuid4().hex], [metadata])
+        self.compact(memory, 1 if len(delta) >= BULK_DELTA else COMPACT_AFTER)
 
     def compact(self, memory: str, at_least: int = COMPACT_AFTER) -> None:
         """Fold the deltas of `memory` into its snapshot once there are `at_least` of them. (Two
@@ -94,15 +99,15 @@ class Catalogue:
         if len(pending) < at_least:
             return
         _, snapshot, deltas = self._read(memory)
-        self._write_snapshot(memory, snapshot, add_up(snapshot, *deltas.values()))
+        self._write_snapshot(memory, add_up(snapshot, *deltas.values()))
         self._delete(list(deltas))
 
     def rebuild(self, memory: str, metadatas: Iterable[dict[str, Any]]) -> Counts:
         """Replace the counts of `memory` with those of `metadatas` (every entry's, read after this
         call started), then mark it catalogued; returns the counts."""
-        _, snapshot, deltas = self._read(memory)
+        _, _, deltas = self._read(memory)
         counts: Counts = dict(Counter((m["label"], m["kind"]) for m in metadatas))
-        self._write_snapshot(memory, snapshot, counts)
+        self._write_snapshot(memory, counts)
         self._delete(list(deltas))
         self.mark_catalogued(memory)
         return counts
@@ -121,14 +126,10 @@ class Catalogue:
         """Delete every record of `memory` (it was dropped)."""
         self.records.delete(where={"memory": memory})
 
-    def _write_snapshot(self, memory: str, old: Counts, new: Counts) -> None:
-        """Make the snapshot records of `memory` say `new` (records of pairs gone are deleted)."""
-        self._delete([record_id(memory, "count", *pair) for pair in old if not new.get(pair)])
-        kept = [(pair, count) for pair, count in new.items() if count > 0]
-        self._upsert(
-            [record_id(memory, "count", *pair) for pair, _ in kept],
-            [{"memory": memory, "record": "count", "label": pair[0], "kind": pair[1], "count": n} for pair, n in kept],
-        )
+    def _write_snapshot(self, memory: str, counts: Counts) -> None:
+        """Make the snapshot record of `memory` say `counts`."""
+        metadata = {"memory": memory, "record": "snapshot", "counts": encode(counts)}
+        self._upsert([record_id(memory, "snapshot")], [metadata])
 
     def _upsert(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
         for start in range(0, len(ids), WRITE_BATCH):

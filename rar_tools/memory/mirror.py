@@ -149,6 +149,10 @@ class Mirrors:
             return None
         return mirror if identity is None or mirror.identity == identity else None
 
+    def marks(self, name: str) -> Marks:
+        """The write marks of memory `name` (every writer's last write)."""
+        return self._read_marks(name)
+
     def nearest(self, name: str, identity: EncoderIdentity, embedding: np.ndarray, n: int) -> list[Hit] | None:
         mirror = self.current(name, identity)
         return None if mirror is None else mirror.nearest(embedding, n)
