@@ -127,3 +127,10 @@ async def test_an_agent_finds_a_likely_mislabel_and_relabels_it(tidy: RarTools) 
         tools["relabel_entries"].annotations.destructive_hint and tools["relabel_entries"].annotations.idempotent_hint
     )
     assert moved.structured_content["moved"] == 1 and not moved.is_error
+
+
+def test_a_relabel_killed_between_its_two_steps_is_finished_by_running_it_again(tidy: RarTools) -> None:
+    tidy.store.add("birds", IDENTITY, [exemplar("jay", "w1", 1, 0, 0.05, 0)])  # moved, but the old entry is left
+    result = tidy.relabel("birds", "jay", label="wren")
+    assert (result.moved, result.count) == (1, 5)
+    assert tidy.list_memories(memory="birds").memories[0].labels == {"jay": 4, "crow": 1}
