@@ -16,10 +16,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from rar_tools import requests_upkeep as upkeep_req
+from rar_tools import schemas_upkeep as upkeep_res
 from rar_tools.components import Components
 from rar_tools.images import LoadedImage
 from rar_tools.requests import (
     AddRequest,
+    DescribeRegionsRequest,
     DetectRequest,
     ListRequest,
     RankCandidatesRequest,
@@ -29,14 +32,7 @@ from rar_tools.requests import (
     Request,
     RetrieveRegionsRequest,
     RetrieveRequest,
-)
-from rar_tools.requests_upkeep import (
-    ConflictsRequest,
-    DuplicatesRequest,
-    ExportRequest,
-    ImportRequest,
-    ReembedRequest,
-    RelabelRequest,
+    SegmentRequest,
 )
 from rar_tools.schemas import (
     AddResult,
@@ -48,21 +44,16 @@ from rar_tools.schemas import (
     RemoveResult,
     RetrieveResult,
 )
-from rar_tools.schemas_upkeep import (
-    ConflictsResult,
-    DuplicatesResult,
-    ExportResult,
-    ImportResult,
-    ReembedResult,
-    RelabelResult,
-)
+from rar_tools.services.description import DescriptionService
 from rar_tools.services.detection import DetectionService
 from rar_tools.services.memory import MemoryService
 from rar_tools.services.recognition import RecognitionService
 from rar_tools.services.search import SearchService
+from rar_tools.services.segmentation import SegmentationService
 from rar_tools.services.upkeep import UpkeepService
 from rar_tools.settings import Settings
 from rar_tools.validation import check_label
+from rar_tools.vision_schemas import DescribeResult, SegmentResult
 
 if TYPE_CHECKING:
     from rar_tools.memory import MemoryStore
@@ -104,9 +95,11 @@ class RarTools:
         self.components = Components(settings, store=store)
         self.memories = MemoryService(self.components)
         self.searching = SearchService(self.components)
-        self.recognition = RecognitionService(self.components, self.searching)
+        self.describing = DescriptionService(self.components, self.searching)
+        self.recognition = RecognitionService(self.components, self.searching, self.describing)
         self.detection = DetectionService(self.components)
         self.upkeep = UpkeepService(self.components)
+        self.segmentation = SegmentationService(self.components)
         self.settings = self.components.settings
 
     # -- components --------------------------------------------------------------------------------
@@ -209,34 +202,44 @@ class RarTools:
         """Boxes for text queries from the open-vocabulary detector (loaded on first use)."""
         return self.detection.detect(request)
 
+    @takes(SegmentRequest)
+    def segment(self, request: SegmentRequest) -> SegmentResult:
+        """Masks for labels without training (CLIP as RNN), in the image or inside boxes."""
+        return self.segmentation.segment(request)
+
+    @takes(DescribeRegionsRequest)
+    def describe_regions(self, request: DescribeRegionsRequest) -> DescribeResult:
+        """Caption, attributes and a proposed phrase|category|parent label per box, from the MLLM."""
+        return self.describing.describe_regions(request)
+
     # -- memory upkeep (docs/portability.md) ------------------------------------------------------------
-    @takes(ExportRequest)
-    def export(self, request: ExportRequest) -> ExportResult:
+    @takes(upkeep_req.ExportRequest)
+    def export(self, request: upkeep_req.ExportRequest) -> upkeep_res.ExportResult:
         """Write a memory, with its exemplar images, to a .rar-memory archive."""
         return self.upkeep.export(request)
 
-    @takes(ImportRequest, progress=True)
-    def import_memory(self, request: ImportRequest, progress=None) -> ImportResult:
+    @takes(upkeep_req.ImportRequest, progress=True)
+    def import_memory(self, request: upkeep_req.ImportRequest, progress=None) -> upkeep_res.ImportResult:
         """Store the memory of a .rar-memory archive, after checking all of it."""
         return self.upkeep.import_archive(request, progress)
 
-    @takes(ReembedRequest, progress=True)
-    def reembed(self, request: ReembedRequest, progress=None) -> ReembedResult:
+    @takes(upkeep_req.ReembedRequest, progress=True)
+    def reembed(self, request: upkeep_req.ReembedRequest, progress=None) -> upkeep_res.ReembedResult:
         """Re-encode a memory with the loaded CLIP encoder (resumable)."""
         return self.upkeep.reembed(request, progress)
 
-    @takes(DuplicatesRequest)
-    def find_duplicates(self, request: DuplicatesRequest) -> DuplicatesResult:
+    @takes(upkeep_req.DuplicatesRequest)
+    def find_duplicates(self, request: upkeep_req.DuplicatesRequest) -> upkeep_res.DuplicatesResult:
         """Near-identical exemplar images, within and across labels."""
         return self.upkeep.duplicates(request)
 
-    @takes(ConflictsRequest)
-    def find_conflicts(self, request: ConflictsRequest) -> ConflictsResult:
+    @takes(upkeep_req.ConflictsRequest)
+    def find_conflicts(self, request: upkeep_req.ConflictsRequest) -> upkeep_res.ConflictsResult:
         """Exemplar images whose nearest exemplars mostly carry another label."""
         return self.upkeep.conflicts(request)
 
-    @takes(RelabelRequest)
-    def relabel(self, request: RelabelRequest) -> RelabelResult:
+    @takes(upkeep_req.RelabelRequest)
+    def relabel(self, request: upkeep_req.RelabelRequest) -> upkeep_res.RelabelResult:
         """Move entries to another label (idempotent)."""
         return self.upkeep.relabel(request)
 

@@ -216,6 +216,19 @@ class ThumbnailFields(BaseModel):
     ] = False
 
 
+class ProposalFields(BaseModel):
+    """What to do when recognition is unsure."""
+
+    propose_when_unsure: Annotated[
+        bool,
+        Field(
+            description="when the best probability is under min_confidence (or nothing was retrieved), also "
+            "describe the region with the MLLM and propose a label (phrase|category|parent) checked against "
+            "the memory: ask the user, then add_to_memory the confirmed label"
+        ),
+    ] = False
+
+
 # -- helpers for the surfaces -----------------------------------------------------------------------
 def field_surfaces(metadata: Sequence[Any]) -> frozenset[str]:
     """The surfaces a field is offered on, from its `Surfaces` marker (all three without one)."""

@@ -19,10 +19,12 @@ from pydantic import BaseModel, ValidationError
 
 from rar_tools import render
 from rar_tools.cli_flags import add_request_flags, add_settings_flags, request_arguments, settings_from
+from rar_tools.cli_masks import add_mask_flags, write_masks
 from rar_tools.errors import RarToolsError
 from rar_tools.images import IMAGE_SUFFIXES
 from rar_tools.requests import (
     AddRequest,
+    DescribeRegionsRequest,
     DetectRequest,
     ListRequest,
     RankCandidatesRequest,
@@ -31,6 +33,7 @@ from rar_tools.requests import (
     RemoveRequest,
     Request,
     RetrieveRequest,
+    SegmentRequest,
 )
 from rar_tools.requests_upkeep import (
     ConflictsRequest,
@@ -91,6 +94,22 @@ OPERATIONS: dict[str, tuple[str, type[Request], str, Callable[[Any], str]]] = {
         "relabel",
         lambda r: f"moved {r.moved} entries to {r.label!r}; {len(r.not_found)} ids not found",
     ),
+    "segment": (
+        "label masks without training (CLIP as RNN)",
+        SegmentRequest,
+        "segment",
+        render.render_segmentation,
+    ),
+    "describe-regions": (
+        "caption, attributes and a proposed label per box, from the MLLM",
+        DescribeRegionsRequest,
+        "describe_regions",
+        render.render_descriptions,
+    ),
+}
+# command: its extra flags, and what runs once its result is printed (request, result)
+AFTERWARDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., None]]] = {
+    "segment": (add_mask_flags, write_masks),
 }
 WITH_PROGRESS_BAR = ("import", "reembed")
 
@@ -153,19 +172,25 @@ def cmd_serve(tools, args) -> None:
 def cmd_operation(tools, args) -> None:
     """Any command of `OPERATIONS`: its flags become the request, the API runs it."""
     _, request_type, method, show = OPERATIONS[args.command]
-    arguments = request_arguments(args, request_type, request_type.fields_on("cli"))
-    if args.command not in WITH_PROGRESS_BAR:
-        emit(getattr(tools, method)(**arguments), args.json, show)
-        return
+    request = request_type.from_call(**request_arguments(args, request_type, request_type.fields_on("cli")))
+    call = getattr(tools, method)
+    result = with_progress_bar(call, request, args.json) if args.command in WITH_PROGRESS_BAR else call(request)
+    emit(result, args.json, show)
+    if args.command in AFTERWARDS:
+        AFTERWARDS[args.command][1](tools, args, request, result)
+
+
+def with_progress_bar(call: Callable[..., BaseModel], request: Request, quiet: bool) -> BaseModel:
+    """`call(request)` with a progress bar on stderr fed by its progress callback."""
     from tqdm import tqdm
 
-    with tqdm(unit="entry", file=sys.stderr, disable=args.json) as bar:
+    with tqdm(unit="entry", file=sys.stderr, disable=quiet) as bar:
 
         def advance(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        emit(getattr(tools, method)(**arguments, progress=advance), args.json, show)
+        return call(request, progress=advance)
 
 
 def cmd_add(tools, args) -> None:
@@ -219,6 +244,9 @@ def cmd_vocabularies(tools, args) -> None:
 
 
 def cmd_eval(tools, args) -> None:
+    if args.task != "classify":
+        eval_task(tools, args)
+        return
     from rar_tools.evaluation import EvalConfig, RunOptions, evaluate, load_dataset
     from rar_tools.evaluation.protocol import QUERIES_FILE
 
@@ -237,19 +265,50 @@ def cmd_eval(tools, args) -> None:
     keep = Path(args.keep_memory) if args.keep_memory else None
     options = RunOptions(resume=args.resume, overwrite=args.overwrite, keep_memory=keep)
     report, paths = evaluate(tools.settings, dataset, config, out, options)
+    show_report(report, {**paths, "queries": out / QUERIES_FILE}, args.json)
+
+
+def show_report(report: Any, paths: dict[str, Path], as_json: bool) -> None:
+    """An evaluation report: its warning on stderr, then the JSON, or the Markdown and the files written."""
     if report.warning:
         print(f"rar-tools: {report.warning}", file=sys.stderr)
-    if args.json:
+    if as_json:
         print(report.model_dump_json(indent=2))
         return
     print(paths["markdown"].read_text(encoding="utf-8"))
-    print("wrote " + ", ".join(str(p) for p in [*paths.values(), out / QUERIES_FILE]))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def eval_task(tools, args) -> None:
+    """`eval --task segment` (mIoU on ground-truth masks) or `--task describe` (format and fallback rates)."""
+    out = Path(args.out) if args.out else Path("rar-eval") / Path(args.dataset).name
+    if args.task == "segment":
+        from rar_tools.evaluation.segmentation import evaluate_segmentation
+
+        report, paths = evaluate_segmentation(tools, Path(args.dataset), out, args.limit)
+    else:
+        from rar_tools.evaluation.description import evaluate_descriptions
+
+        report, paths = evaluate_descriptions(tools, Path(args.dataset), out, args.views, args.limit)
+    show_report(report, paths, args.json)
 
 
 def add_eval_flags(sub: argparse.ArgumentParser) -> None:
     from rar_tools.evaluation import METHODS
 
-    sub.add_argument("dataset", help="an ImageFolder tree, a CUB-layout folder, or a CSV of path,label[,split]")
+    sub.add_argument(
+        "dataset",
+        help="an ImageFolder tree, a CUB-layout folder, or a CSV of path,label[,split]; for --task segment "
+        "images/ + masks/<name>/<label>.png; for --task describe images (+ boxes.json)",
+    )
+    sub.add_argument(
+        "--task",
+        choices=["classify", "segment", "describe"],
+        default="classify",
+        help="classify: RAR's few-shot protocol (default); segment: mIoU of `segment`; describe: answer-format "
+        "and fallback rates of `describe_regions`",
+    )
+    sub.add_argument("--views", type=int, default=2, help="--task describe: views per region (1-5)")
     sub.add_argument("--format", choices=["auto", "folder", "cub", "csv"], default="auto")
     sub.add_argument("--split-ratio", type=float, help="train fraction per class, for data without a split")
     sub.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="images per class in memory")
@@ -312,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     labels.add_argument("--vocabulary", help="a shipped label list by name (see `rar-tools vocabularies`)")
 
     for name, (help_text, request_type, _, _) in OPERATIONS.items():
-        add_request_flags(command(name, cmd_operation, help_text), request_type, request_type.fields_on("cli"))
+        sub = command(name, cmd_operation, help_text)
+        add_request_flags(sub, request_type, request_type.fields_on("cli"))
+        if name in AFTERWARDS:
+            AFTERWARDS[name][0](sub)
 
     command("vocabularies", cmd_vocabularies, "list the shipped label lists (for add-labels --vocabulary)", False)
     evaluation = command(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rar_tools.memory import MemoryStore
     from rar_tools.ranking import Ranker
     from rar_tools.region_recognition import ViewConfig
+    from rar_tools.segmentation.sam import MaskSharpener
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Components:
         self.mllm = BackgroundModel("MLLM ranker", self._load_ranker)
         self.detector = BackgroundModel("object detector", self._load_detector)  # on first use only
         self.label_index = BackgroundModel("memory label index", self._read_labels)
+        self.sam = BackgroundModel("SAM mask model", self._load_sam)  # on first use, only with --sam-model
 
     # -- loaders -----------------------------------------------------------------------------------
     def _load_encoder(self) -> ClipEncoder:
@@ -78,6 +80,11 @@ class Components:
         from rar_tools.detection import Detector
 
         return Detector(self.settings.detector_model, self.settings.device)
+
+    def _load_sam(self) -> MaskSharpener:
+        from rar_tools.segmentation.sam import MaskSharpener
+
+        return MaskSharpener(self.settings.sam_model or "", self.settings.device)
 
     def _read_labels(self) -> int:
         """Read every memory's entry labels, so that searches need not (see `MemoryStore.read_labels`),

@@ -10,13 +10,13 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from PIL import Image
 
 from rar_tools.devices import resolve_device
 from rar_tools.errors import ModelLoadError
+from rar_tools.pretrained import load_pretrained
 from rar_tools.regions import Box
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,8 @@ def load_detector(model: str, device: str):
     """`(processor, model)` of a zero-shot object detector, by hub id or local folder."""
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-    if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
-        raise ModelLoadError(f"the detector model folder {model!r} does not exist")
-    try:
-        processor = AutoProcessor.from_pretrained(model)
-        detector = AutoModelForZeroShotObjectDetection.from_pretrained(model)
-    except Exception as exc:  # any load failure becomes one actionable message
-        raise ModelLoadError(
-            f"could not load the detector model {model!r} ({type(exc).__name__}: {exc}). Give a local folder "
-            f"holding the checkpoint, or download it once while online (`hf download {model}`)"
-        ) from exc
+    loaders = (AutoProcessor.from_pretrained, AutoModelForZeroShotObjectDetection.from_pretrained)
+    processor, detector = load_pretrained("detector", model, *loaders)
     family = detector.config.model_type
     if family not in PADS_TO_SQUARE:
         raise ModelLoadError(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -82,6 +83,12 @@ class ClipEncoder:
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The model's input tensor for `images`, preprocessed in parallel."""
         return torch.stack(list(self._workers.map(self.preprocess, images)))
+
+    @contextmanager
+    def exclusive(self) -> Iterator[torch.nn.Module]:
+        """The model, held for one caller alone (a pass with gradients and hooks, as Grad-CAM's)."""
+        with self._lock:
+            yield self.model
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) unit-norm float32 embeddings of raw texts."""

@@ -45,3 +45,11 @@ class RegionError(RarToolsError):
 
 class DetectorError(RarToolsError):
     """Object detection was refused (bad queries, unsupported detector model)."""
+
+
+class SegmentationError(RarToolsError):
+    """Segmentation was refused (no labels, too many, an image too small to segment)."""
+
+
+class DescriptionError(RarToolsError):
+    """A region description was refused (bad views, a ranker that cannot describe)."""

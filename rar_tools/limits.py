@@ -56,3 +56,8 @@ DEFAULT_CURATION_RESULTS = 100
 DEFAULT_DUPLICATE_THRESHOLD = 0.98
 DEFAULT_CONFLICT_SIMILARITY = 0.5
 MAX_CURATION_EXEMPLARS = 50_000  # exact all-pairs similarities: about a minute at this size on 2 cores
+# -- segmentation and region descriptions ---------------------------------------------------------
+MAX_SEGMENT_LABELS = 100  # labels one segment call looks for (each costs a Grad-CAM pass and 3 encodings)
+DEFAULT_DESCRIBE_VIEWS = 2  # the tight view and the DynRefer context view that differs most from it
+MAX_ATTRIBUTES = 8  # attributes kept from one description
+MAX_CAPTION_CHARS = 300

@@ -29,9 +29,16 @@ Work step by step:
    and 3 in one call.
 4. Tell the user the best label and how sure you are (probabilities; when several are close, say
    so, and use the `category` / `parent` levels if the memory has them).
-5. When the user confirms the label, or corrects it, call `add_to_memory` with the image and the
-   confirmed label: the memory learns it, and the next retrieval knows this example. Never store a
-   label the user has not confirmed.
+5. When no candidate is likely (or the memory has nothing close), let the MLLM propose a label:
+   call `recognize` with `propose_when_unsure=true` and a `min_confidence` (e.g. 0.5), or
+   `describe_regions` with the boxes and memory={memory!r}. The answer carries a caption, attributes
+   and a proposal `phrase|category|parent`, checked against the memory: `held` (it knows the name),
+   `near` (a similar label, with its similarity) or `none`. Show the proposal to the user and ask.
+6. When the user confirms the label, or corrects it, call `add_to_memory` with the image (and its
+   `box`) and the confirmed label, with the proposal's category and parent: the memory learns it, and
+   the next retrieval knows this example. Never store a label the user has not confirmed.
+   (To see where things are, `segment` gives a mask per label; `detect_objects` with "an object"
+   then `describe_regions` names everything in a picture.)
 """
 
 

@@ -146,14 +146,22 @@ def box_mask(size: tuple[int, int], box: Box) -> Image.Image:
 
 def blur_outside(image: Image.Image, box: Box, radius: float) -> Image.Image:
     """`image` with everything outside `box` Gaussian-blurred (`radius` is the blur's sigma in pixels)."""
-    blurred = image.filter(ImageFilter.GaussianBlur(radius))
-    return Image.composite(image, blurred, box_mask(image.size, box))
+    return blur_outside_mask(image, box_mask(image.size, box), radius)
+
+
+def blur_outside_mask(image: Image.Image, mask: Image.Image, radius: float) -> Image.Image:
+    """`image` blurred wherever the 'L' `mask` is black."""
+    return Image.composite(image, image.filter(ImageFilter.GaussianBlur(radius)), mask)
 
 
 def grey_outside(image: Image.Image, box: Box) -> Image.Image:
     """`image` with everything outside `box` turned to greyscale."""
-    grey = image.convert("L").convert("RGB")
-    return Image.composite(image, grey, box_mask(image.size, box))
+    return grey_outside_mask(image, box_mask(image.size, box))
+
+
+def grey_outside_mask(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """`image` in greyscale wherever the 'L' `mask` is black."""
+    return Image.composite(image, image.convert("L").convert("RGB"), mask)
 
 
 def draw_ellipse(image: Image.Image, box: Box, width: int | None = None) -> Image.Image:

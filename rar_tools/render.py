@@ -44,6 +44,8 @@ def render_recognition(result: Any) -> str:
         parts.append(render_ranking(result.ranking))
     if result.note:
         parts.append(f"note: {result.note}")
+    if result.proposal:
+        parts.append("unsure; the MLLM proposes:\n" + "\n".join(render_description(result.proposal)))
     return "\n".join(parts)
 
 
@@ -91,3 +93,42 @@ def render_conflicts(result: Any) -> str:
     if result.truncated:
         lines.append("  (more: raise --max-results)")
     return "\n".join(lines)
+
+
+def render_segmentation(result: Any) -> str:
+    lines = [
+        f"segmented a {result.image_size[0]}x{result.image_size[1]} image for {len(result.labels)} label(s) "
+        f"(from the {result.label_source}; refinement: {result.refinement})"
+    ]
+    for i, region in enumerate(result.regions, 1):
+        box = ", ".join(f"{v:.0f}" for v in region.box)
+        lines.append(f"--- region {i} ({box}): {region.rounds} round(s)")
+        for m in region.masks:
+            where = ", ".join(f"{v:.0f}" for v in m.box) if m.box else "empty"
+            lines.append(f"  {m.label:<40} score {m.score:6.3f}  area {m.area:>8}  box ({where})")
+        for n, dropped in enumerate(region.dropped, 1):
+            if dropped:
+                lines.append(f"  round {n} dropped: {', '.join(dropped)}")
+    return "\n".join(lines)
+
+
+def render_description(region: Any) -> list[str]:
+    lines = [f"caption: {region.caption}", f"attributes: {region.attributes}"]
+    if region.proposal:
+        p = region.proposal
+        lines.append(f"proposed label: {p.phrase}|{p.category}|{p.parent or ''}")
+    if region.check:
+        for match in (region.check.category, region.check.parent):
+            if match:
+                near = f" ({match.label!r}, similarity {match.similarity:.3f})" if match.label else ""
+                lines.append(f"in memory {region.check.memory!r}: {match.name!r} {match.status}{near}")
+    lines.append(f"fallback {region.fallback}; model answer: {region.raw_text!r}")
+    return lines
+
+
+def render_descriptions(result: Any) -> str:
+    parts = [f"{len(result.regions)} region(s) described by {result.describer}"]
+    for i, region in enumerate(result.regions, 1):
+        box = ", ".join(f"{v:.0f}" for v in region.box)
+        parts.append(f"--- region {i} ({box})\n" + "\n".join(render_description(region)))
+    return "\n".join(parts)

@@ -18,6 +18,7 @@ from rar_tools.arguments import (
     BoxesFields,
     BoxFields,
     Cli,
+    Coordinates,
     DetectorQuery,
     EntryIds,
     ImageArg,
@@ -26,6 +27,7 @@ from rar_tools.arguments import (
     LabelSelection,
     MemoryName,
     OptionalLevel,
+    ProposalFields,
     RankerViewFields,
     RankingFields,
     RankModeArg,
@@ -35,7 +37,14 @@ from rar_tools.arguments import (
     ViewFields,
     check_k_value,
 )
-from rar_tools.errors import ImageInputError, MemoryStoreError, RarToolsError, RegionError
+from rar_tools.errors import (
+    DescriptionError,
+    ImageInputError,
+    MemoryStoreError,
+    RarToolsError,
+    RegionError,
+    SegmentationError,
+)
 from rar_tools.request_base import ModelName, ProgressFn, Request
 from rar_tools.requests_upkeep import ConflictsRequest, DuplicatesRequest, RelabelRequest
 from rar_tools.validation import (
@@ -43,7 +52,10 @@ from rar_tools.validation import (
     check_detector_threshold,
     check_int,
     check_max_boxes,
+    check_optional_boxes,
     check_queries,
+    check_segment_labels,
+    check_views,
 )
 
 __all__ = ["ModelName", "ProgressFn", "Request"]  # the base, for the modules importing it from here
@@ -170,7 +182,9 @@ class RankCandidatesRequest(Request, BoxFields, RankerViewFields):
         return self
 
 
-class RecognizeRequest(Request, RankingFields, BoxFields, ViewFields, RankerViewFields, ThumbnailFields):
+class RecognizeRequest(
+    Request, RankingFields, BoxFields, ViewFields, RankerViewFields, ThumbnailFields, ProposalFields
+):
     """Retrieve the k best candidates from a memory, then rank them with the MLLM (RAR), for an
     image or a region of it."""
 
@@ -186,7 +200,7 @@ class RecognizeRequest(Request, RankingFields, BoxFields, ViewFields, RankerView
     retrieval_mode: RetrievalModeArg = "auto"
 
 
-class RecognizeRegionsRequest(Request, BoxesFields, RankingFields, ViewFields, RankerViewFields):
+class RecognizeRegionsRequest(Request, BoxesFields, RankingFields, ViewFields, RankerViewFields, ProposalFields):
     """Recognise many regions of one image in one call (CLIP work batched over all boxes and
     views), e.g. the boxes detect_objects proposed. One result per box, in order."""
 
@@ -278,6 +292,85 @@ class ListRequest(Request):
         return self
 
 
+class SegmentRequest(Request, BoxFields):
+    """Segment an image without training (CLIP as RNN): one mask per label present in it, for labels
+    given in the call or every label of a memory. Labels whose own mask does not convince CLIP leave
+    the set, round by round, until it is stable. Each mask comes as COCO RLE in pixels of the whole
+    image, with its area, box and score; `overlay` adds a PNG of the masks over the image. `box`, or
+    `boxes` (e.g. detect_objects' boxes), segments inside those regions only, one result per region."""
+
+    positional: ClassVar = ("image", "labels", "memory")
+    error: ClassVar = SegmentationError
+    models: ClassVar = frozenset({"encoder"})
+
+    image: ImageArg
+    labels: Annotated[
+        list[Label] | None,
+        Field(
+            min_length=1,
+            max_length=limits.MAX_SEGMENT_LABELS,
+            description="1-100 distinct labels to look for, e.g. ['Blue Jay', 'branch']",
+        ),
+        BeforeValidator(check_segment_labels),
+    ] = None
+    memory: Annotated[
+        MemoryName | None, Field(description="segment with every label of this memory (at most 100) instead")
+    ] = None
+    boxes: Annotated[
+        list[Coordinates] | None,
+        Field(min_length=1, max_length=limits.MAX_BOXES, description="1-100 regions, each segmented on its own"),
+        BeforeValidator(check_optional_boxes),
+    ] = None
+    overlay: Annotated[
+        bool,
+        Field(description="also return a PNG of the masks drawn over the image (at most 768 pixels a side)"),
+        Surfaces("mcp"),
+    ] = False
+
+    @model_validator(mode="after")
+    def one_label_source_and_one_region_argument(self) -> SegmentRequest:
+        if (self.labels is None) == (self.memory is None):
+            raise SegmentationError("give `labels` or `memory` (whose labels to look for), not both and not neither")
+        if self.box is not None and self.boxes is not None:
+            raise SegmentationError("give `box` or `boxes`, not both")
+        return self
+
+    def regions(self) -> list[list[float]] | None:
+        """The regions asked for (None: the whole image)."""
+        return [self.box] if self.box is not None else self.boxes
+
+
+class DescribeRegionsRequest(Request, BoxesFields):
+    """Describe regions with the multimodal LLM, on the views DynRefer picks (the tight view for
+    attributes, context views for the caption): per box a one-sentence caption, a few attributes
+    (colour, material, state, count) and a proposed label `phrase|category|parent` (DetCLIPv3's
+    format), parsed with fallbacks reported and the raw answer kept. With `memory`, the proposal is
+    checked against it: the memory holds the label, a near one (with its similarity), or nothing
+    close. On detect_objects' boxes for "an object", this names what the memory lacks: ask the user,
+    then add_to_memory the confirmed label."""
+
+    positional: ClassVar = ("image", "boxes", "memory", "views")
+    error: ClassVar = DescriptionError
+    models: ClassVar = frozenset({"ranker"})
+
+    image: ImageArg
+    memory: Annotated[MemoryName | None, Field(description="check each proposed label against this memory")] = None
+    views: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=limits.MAX_VIEWS,
+            description="images the MLLM sees per box: 1 = the tight view; more = plus the DynRefer context views "
+            "that differ most from it, the box marked by a red ellipse (multi-image models)",
+        ),
+        BeforeValidator(check_views),
+    ] = limits.DEFAULT_DESCRIBE_VIEWS
+
+    def needs(self) -> frozenset[ModelName]:
+        """The ranker, and the encoder too when the proposals are checked against a memory."""
+        return self.models | ({"encoder"} if self.memory else set())
+
+
 OPERATIONS: dict[str, type[Request]] = {
     "add_to_memory": AddRequest,
     "retrieve_candidates": RetrieveRequest,
@@ -290,5 +383,7 @@ OPERATIONS: dict[str, type[Request]] = {
     "find_duplicates": DuplicatesRequest,
     "find_conflicts": ConflictsRequest,
     "relabel_entries": RelabelRequest,
+    "segment": SegmentRequest,
+    "describe_regions": DescribeRegionsRequest,
 }
 """The MCP tool of each request model (the tool names are public and stay)."""

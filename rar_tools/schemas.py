@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
+from rar_tools.vision_schemas import RegionDescription
+
 if TYPE_CHECKING:
     from rar_tools.hierarchy import FineLabel, GroupProbability
 
@@ -155,6 +157,11 @@ class RecognizeResult(BaseModel):
     )
     note: str | None = None
     timings: dict[str, float]
+    proposal: RegionDescription | None = Field(
+        None,
+        description="with propose_when_unsure, when unsure: the MLLM's description of the region and the label it "
+        "proposes, checked against the memory (ask the user before add_to_memory)",
+    )
 
 
 class RegionsResult(BaseModel):

@@ -28,12 +28,14 @@ from rar_tools.mcp_extras import register_prompts, register_resources
 from rar_tools.requests import OPERATIONS, ProgressFn, Request
 from rar_tools.schemas import Candidate
 from rar_tools.tool_schema import tool_parameters
+from rar_tools.vision_schemas import DescribeResult, SegmentResult
 
 if TYPE_CHECKING:
     from rar_tools.api import RarTools
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Picture = tuple[str, bytes, str]  # caption, image data, MIME type
 
 INSTRUCTIONS = """Fine-grained visual recognition with an explicit memory (RAR).
 Memories hold labelled exemplar images (few-shot) and label texts (zero-shot) as CLIP embeddings.
@@ -67,6 +69,7 @@ class ToolSpec:
     result: type[BaseModel]
     progress: str | None = None
     candidates: Callable[[Any], Sequence[Candidate]] | None = None
+    pictures: Callable[[Any, Any], list[Picture]] | None = None  # (request, result) -> images shown after it
 
     @property
     def request(self) -> type[Request]:
@@ -114,7 +117,31 @@ def tool_specs(tools: RarTools) -> list[ToolSpec]:
         ToolSpec("find_duplicates", tools.upkeep.duplicates, READ_ONLY, "Find duplicates", DuplicatesResult),
         ToolSpec("find_conflicts", tools.upkeep.conflicts, READ_ONLY, "Find conflicts", ConflictsResult),
         ToolSpec("relabel_entries", tools.upkeep.relabel, DESTRUCTIVE, "Relabel entries", RelabelResult),
+        ToolSpec(
+            "segment",
+            tools.segmentation.segment,
+            READ_ONLY,
+            "Segment (CLIP as RNN)",
+            SegmentResult,
+            "segmenting",
+            pictures=lambda request, result: overlay_picture(tools, request, result),
+        ),
+        ToolSpec(
+            "describe_regions",
+            tools.describing.describe_regions,
+            READ_ONLY,
+            "Describe regions",
+            DescribeResult,
+            "describing regions",
+        ),
     ]
+
+
+def overlay_picture(tools: RarTools, request: Any, result: SegmentResult) -> list[Picture]:
+    """The segmentation overlay PNG, when the request asked for it."""
+    if not request.overlay:
+        return []
+    return [("the masks over the image:", tools.segmentation.overlay(request, result), "image/png")]
 
 
 async def wait_until_loaded(models: Sequence[BackgroundModel], ctx: Context, timeout: float) -> None:
@@ -147,10 +174,17 @@ def thread_progress(ctx: Context, what: str) -> ProgressFn:
 
 async def with_thumbnails(tools: RarTools, result: BaseModel, memory: str, candidates: Sequence[Candidate]):
     """The result as structured content and JSON text, followed by exemplar thumbnails if asked."""
+    thumbnails = await run_api(tools.exemplar_thumbnails, memory, candidates)
+    captions = [f"best stored exemplar of {label!r} (entry {entry}):" for label, entry, _ in thumbnails]
+    return with_pictures(result, [(caption, t[2], "image/jpeg") for caption, t in zip(captions, thumbnails)])
+
+
+def with_pictures(result: BaseModel, pictures: Sequence[Picture]) -> CallToolResult:
+    """The result as structured content and JSON text, then each picture's caption and image."""
     content: list[TextContent | ImageContent] = [TextContent(type="text", text=result.model_dump_json())]
-    for label, entry, data in await run_api(tools.exemplar_thumbnails, memory, candidates):
-        content.append(TextContent(type="text", text=f"best stored exemplar of {label!r} (entry {entry}):"))
-        content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type="image/jpeg"))
+    for caption, data, mime_type in pictures:
+        content.append(TextContent(type="text", text=caption))
+        content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime_type))
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
 
@@ -175,6 +209,8 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
             result = await run_api(spec.run, request)
             if spec.progress:
                 await ctx.report_progress(1, 1, "done")
+        if spec.pictures is not None:
+            return with_pictures(result, await run_api(spec.pictures, request, result))
         if spec.candidates is None:
             return result
         shown = spec.candidates(result) if getattr(request, "thumbnails", False) else []
@@ -182,7 +218,7 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
 
     parameters = tool_parameters(spec.request)
     context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
-    returns = Annotated[CallToolResult, spec.result] if spec.candidates else spec.result
+    returns = Annotated[CallToolResult, spec.result] if spec.candidates or spec.pictures else spec.result
     tool.__signature__ = inspect.Signature([*parameters, context], return_annotation=returns)  # type: ignore[attr-defined]
     tool.__annotations__ = {**{p.name: p.annotation for p in parameters}, "ctx": Context, "return": returns}
     tool.__name__ = spec.name

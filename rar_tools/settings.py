@@ -116,6 +116,33 @@ class Settings(BaseSettings):
     model_wait_timeout: float = Field(600.0, gt=0, description="seconds a tool call waits for models to load")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="stderr log level")
 
+    # Segmentation (segment: CLIP as RNN) and region descriptions (describe_regions)
+    segment_cam_layers: int = Field(
+        1, ge=1, le=12, description="segment: Grad-CAM over the inputs of this many last blocks of CLIP's image tower"
+    )
+    segment_mask_threshold: float = Field(
+        0.4, gt=0.0, lt=1.0, description="segment: a pixel is in a label's mask from this share of its map's peak"
+    )
+    segment_label_threshold: float = Field(
+        0.3, gt=0.0, lt=1.0, description="segment: a label leaves the set below this probability on its own mask"
+    )
+    segment_max_rounds: int = Field(10, ge=1, le=50, description="segment: most rounds of the recurrence")
+    segment_refine: Literal["guided", "none"] = Field(
+        "guided", description="segment: snap masks to image edges with a guided filter, or not"
+    )
+    sam_model: str | None = Field(
+        None, description="segment: a transformers SamModel id or folder that sharpens each mask (loaded on first use)"
+    )
+    describe_max_new_tokens: int = Field(
+        192, ge=16, le=1024, description="describe_regions: the most tokens the MLLM writes per region"
+    )
+    near_text_similarity: float = Field(
+        0.85, ge=-1.0, le=1.0, description="a proposed name is near a memory label from this text-text similarity"
+    )
+    near_image_similarity: float = Field(
+        0.3, ge=-1.0, le=1.0, description="the same for memories of exemplar images only (text-image similarity)"
+    )
+
     # Memory upkeep and speed (docs/portability.md)
     no_in_process_index: bool = Field(
         False,

@@ -8,7 +8,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from rar_tools import limits
-from rar_tools.errors import DetectorError, MemoryStoreError, RankerError, RarToolsError, RegionError, describe
+from rar_tools.errors import (
+    DetectorError,
+    MemoryStoreError,
+    RankerError,
+    RarToolsError,
+    RegionError,
+    SegmentationError,
+    describe,
+)
 
 
 def check_memory_name(name: Any) -> str:
@@ -90,14 +98,22 @@ def check_boxes(boxes: Any) -> Any:
 
 def check_candidates(candidates: Any) -> list[str]:
     """2-50 distinct, valid candidate labels."""
-    low, high = limits.MIN_CANDIDATES, limits.MAX_CANDIDATES
-    if not isinstance(candidates, (list, tuple)) or not low <= len(candidates) <= high:
-        count = len(candidates) if isinstance(candidates, (list, tuple)) else "no list of"
-        raise RankerError(f"give {low} to {high} candidates to rank, got {count}")
-    names = [check_label(c, "candidate", RankerError) for c in candidates]
+    bounds = (limits.MIN_CANDIDATES, limits.MAX_CANDIDATES)
+    return distinct_labels(candidates, "candidate", "to rank", bounds, RankerError)
+
+
+def distinct_labels(
+    values: Any, what: str, purpose: str, bounds: tuple[int, int], error: type[RarToolsError]
+) -> list[str]:
+    """A list of `bounds[0]`-`bounds[1]` distinct, valid labels, each called a `what` in messages."""
+    low, high = bounds
+    if not isinstance(values, (list, tuple)) or not low <= len(values) <= high:
+        count = len(values) if isinstance(values, (list, tuple)) else "no list of"
+        raise error(f"give {low} to {high} {what}s {purpose}, got {count}")
+    names = [check_label(value, what, error) for value in values]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise RankerError(f"duplicate candidates: {duplicates[:5]}; give each label once")
+        raise error(f"duplicate {what}s: {duplicates[:5]}; give each label once")
     return names
 
 
@@ -130,3 +146,15 @@ def check_entry_ids(ids: Sequence[str] | None) -> list[str] | None:
         if not isinstance(entry, str) or not entry or len(entry) > limits.MAX_ENTRY_ID_CHARS:
             raise MemoryStoreError(f"entry id {describe(entry)} is not an entry id")
     return list(ids)
+
+
+def check_segment_labels(labels: Any) -> list[str] | None:
+    """None (labels from a memory), or 1-100 distinct, valid labels to segment."""
+    if labels is None:
+        return None
+    return distinct_labels(labels, "label", "to segment", (1, limits.MAX_SEGMENT_LABELS), SegmentationError)
+
+
+def check_optional_boxes(boxes: Any) -> Any:
+    """None, or a list of 1-100 boxes."""
+    return None if boxes is None else check_boxes(boxes)

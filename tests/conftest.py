@@ -63,6 +63,16 @@ def make_image(path: Path, colour: str, seed: int, size: tuple[int, int] = (64, 
 
 
 @pytest.fixture
+def scene(tmp_path: Path) -> str:
+    """A 140 x 100 noise image with a red rectangle at (30, 20, 90, 70), as an absolute path."""
+    pixels = np.random.default_rng(2).integers(0, 255, (100, 140, 3), dtype=np.uint8)
+    pixels[20:70, 30:90] = (220, 30, 30)
+    path = tmp_path / "scene.png"
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+@pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """`images/<colour>/<n>.png`: three images of each of four colours."""
     root = tmp_path / "images"

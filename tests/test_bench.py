@@ -247,3 +247,34 @@ def test_retrieve_section_runs_on_a_chroma_server(chroma_server: str, tmp_path: 
     document = json.loads(out.read_text())
     assert code == 0 and document["config"]["chroma_url"] == chroma_server
     assert document["sections"]["retrieve"]["figures"]["sizes"]["40"]["label_recall_at_k"]["5"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def vision_document(config: BenchConfig) -> dict[str, Any]:
+    """The optional segment and describe sections at tiny sizes."""
+    tiny = replace(
+        config, sections=("segment", "describe"), segment_labels=(1, 3), segment_images=2, json_path=None, repeats=2
+    )
+    return run_bench(tiny, echo=lambda _: None)
+
+
+def test_segment_reports_seconds_per_image_and_rounds_per_label_count(vision_document: dict[str, Any]) -> None:
+    segment = figures(vision_document, "segment")
+    assert segment["images"] == 2 and set(segment["by_labels"]) == {"1", "3"}
+    for count, row in segment["by_labels"].items():
+        assert row["per_image"]["n"] == 2 and row["per_image"]["p50_ms"] > 0
+        assert len(row["rounds"]) == 2 and all(r >= 1 for r in row["rounds"])
+        assert 1 <= row["labels_kept_mean"] <= int(count)
+    assert segment["by_labels"]["1"]["rounds"] == [1, 1]  # one label is stable at once
+
+
+def test_describe_reports_milliseconds_per_region_per_view_count(vision_document: dict[str, Any]) -> None:
+    describe = figures(vision_document, "describe")
+    assert set(describe["by_views"]) == {"1", "2"} and describe["max_new_tokens"] > 0
+    assert all(row["n"] == 2 and row["p50_ms"] > 0 for row in describe["by_views"].values())
+
+
+def test_the_optional_sections_run_only_when_named() -> None:
+    from rar_tools.bench.config import OPTIONAL_SECTIONS
+
+    assert set(OPTIONAL_SECTIONS) == {"segment", "describe"} and not set(OPTIONAL_SECTIONS) & set(SECTIONS)

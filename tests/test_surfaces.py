@@ -41,6 +41,8 @@ API_METHODS = {
     "find_duplicates": "find_duplicates",
     "find_conflicts": "find_conflicts",
     "relabel_entries": "relabel",
+    "segment": "segment",
+    "describe_regions": "describe_regions",
 }
 CLI_COMMANDS = {
     "retrieve_candidates": "retrieve",
@@ -53,6 +55,8 @@ CLI_COMMANDS = {
     "find_duplicates": "duplicates",
     "find_conflicts": "conflicts",
     "relabel_entries": "relabel",
+    "segment": "segment",
+    "describe_regions": "describe-regions",
 }
 SCHEMA_KEYS = (
     "type",

@@ -41,6 +41,7 @@ def test_command_writes_every_checkpoint(tmp_path: Path) -> None:
     assert (out / "mllm" / "config.json").is_file()
     assert (out / "llava" / "config.json").is_file()
     assert (out / "detector" / "config.json").is_file()
+    assert (out / "sam" / "config.json").is_file() and (out / "sam" / "processor_config.json").is_file()
 
 
 def test_tiny_detector_loads_through_the_auto_classes(tmp_path: Path) -> None:

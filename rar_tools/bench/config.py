@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 SECTIONS = ("encode", "add", "retrieve", "rank", "e2e")
+OPTIONAL_SECTIONS = ("segment", "describe")  # run only when named in --sections
 TINY_RANKER = "tiny"
 RANDOM_QWEN25_VL_3B = "random-qwen2.5-vl-3b"
 HNSW_KEYS = ("space", "ef_construction", "ef_search", "max_neighbors")
@@ -37,6 +38,8 @@ class BenchConfig:
     json_path: Path | None = None
     work_dir: Path | None = None
     seed: int = 0
+    segment_labels: tuple[int, ...] = (1, 10, 100)
+    segment_images: int = 3
 
     def resolved(self, device: str) -> BenchConfig:
         """Defaults that keep a full CPU run near 15 minutes, and GPU runs at the sizes that matter there."""
@@ -69,7 +72,13 @@ def hnsw_setting(text: str) -> tuple[str, int | str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `rar-tools bench` flags."""
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS + OPTIONAL_SECTIONS,
+        default=list(SECTIONS),
+        help=f"what to measure (default: {' '.join(SECTIONS)}; also {' '.join(OPTIONAL_SECTIONS)})",
+    )
     parser.add_argument("--clip-model", default="ViT-B-16", help="open_clip model name, hf-hub: or local-dir:")
     parser.add_argument(
         "--clip-pretrained", default="none", help="weights tag; 'none' (default): random init, same speed"
@@ -113,12 +122,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", type=Path, help="write every figure here")
     parser.add_argument("--work-dir", type=Path, help="keep benchmark data here (default: a temporary folder)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--segment-labels", type=positive, nargs="+", default=[1, 10, 100], help="label counts of the segment section"
+    )
+    parser.add_argument("--segment-images", type=positive, default=3, help="images per label count (segment)")
 
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
     """A `BenchConfig` from parsed `rar-tools bench` flags."""
     given = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}
-    for name in ("sections", "batch_sizes", "sizes", "ks", "hnsw"):
+    for name in ("sections", "batch_sizes", "sizes", "ks", "hnsw", "segment_labels"):
         if given.get(name) is not None:
             given[name] = tuple(given[name])
     return BenchConfig(**given)

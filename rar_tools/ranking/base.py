@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
 from rar_tools.limits import Fallback, RankMode
+
+if TYPE_CHECKING:
+    from rar_tools.ranking.messages import Part
 
 __all__ = ["Fallback", "RankMode", "RankRequest", "RankResult", "RankedLabel", "Ranker", "RankerConfig"]
 
@@ -54,11 +57,15 @@ class RankRequest:
 
 
 class Ranker(Protocol):
-    """A backend that orders candidate labels for an image."""
+    """A backend that orders candidate labels for an image, and writes text about images
+    (`complete`: region descriptions). `multi_image`: whether one prompt may show several images."""
 
     name: str
+    multi_image: bool
 
     def rank(self, request: RankRequest) -> RankResult: ...
+
+    def complete(self, parts: list[Part], max_new_tokens: int) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,7 @@ class TransformersRanker:
         self.processor, self.model = load_model(config.model, self.device)
         self.tokenizer = self.processor.tokenizer
         self.family = self.model.config.model_type
+        self.multi_image = self.family not in SINGLE_IMAGE_FAMILIES
         self._lead_ids = self._leading_special_ids()
         self._lock = threading.Lock()
 
@@ -153,6 +154,16 @@ class TransformersRanker:
                     "use fewer candidates or a smaller max_image_side"
                 ) from exc
         raise RankerError(f"unknown ranking mode {request.mode!r}: use 'score' or 'generate'")
+
+    def complete(self, parts: list[Part], max_new_tokens: int) -> str:
+        """Greedy text for one user turn of `parts` (images and text), at most `max_new_tokens` tokens."""
+        self._check_image_count(parts)
+        with self._lock, torch.inference_mode():
+            try:
+                return self._generate(chat_messages(parts, None), max_new_tokens)
+            except torch.cuda.OutOfMemoryError as exc:
+                torch.cuda.empty_cache()
+                raise RankerError("the GPU ran out of memory: show fewer or smaller images") from exc
 
     def candidate_scores(self, request: RankRequest) -> list[float]:
         """Mean log-prob per candidate: prompt encoded once, candidates batched on its KV cache."""
@@ -179,13 +190,17 @@ class TransformersRanker:
     def _rank_by_generation(self, request: RankRequest) -> RankResult:
         start = time.perf_counter()
         names, messages = self._messages(request, opening=None)
-        inputs = self._encode(messages)
-        prompt_len = inputs["input_ids"].shape[1]
-        output = self.model.generate(**inputs, generation_config=self._greedy_config())
-        text = self.tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
+        text = self._generate(messages, self.config.max_new_tokens)
         gen_s = time.perf_counter() - start
         timings = {"generate_s": gen_s, "total_s": time.perf_counter() - start}
         return generated_ranking(text, names, request.candidates, timings)
+
+    def _generate(self, messages: list[dict], max_new_tokens: int) -> str:
+        """The greedy continuation of `messages`, decoded without special tokens."""
+        inputs = self._encode(messages)
+        prompt_len = inputs["input_ids"].shape[1]
+        output = self.model.generate(**inputs, generation_config=self._greedy_config(max_new_tokens))
+        return self.tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
 
     # Score-mode internals -------------------------------------------------------------------
 
@@ -282,14 +297,14 @@ class TransformersRanker:
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
 
-    def _greedy_config(self):
-        """Greedy decoding with the model's own special-token ids and our token budget."""
+    def _greedy_config(self, max_new_tokens: int):
+        """Greedy decoding with the model's own special-token ids and a token budget."""
         from transformers import GenerationConfig
 
         own = self.model.generation_config
         return GenerationConfig(
             do_sample=False,
-            max_new_tokens=self.config.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             bos_token_id=own.bos_token_id,
             eos_token_id=own.eos_token_id,
             pad_token_id=own.pad_token_id if own.pad_token_id is not None else self._pad_id(),
@@ -299,10 +314,14 @@ class TransformersRanker:
         """The shown candidate names and the chat messages for `request`."""
         names = shown_names(request.candidates)
         parts = ranking_parts(request, names, self.config.max_image_side)
-        if self.family in SINGLE_IMAGE_FAMILIES and image_count(parts) > 1:
-            raise RankerError(
-                f"the ranker model family {self.family!r} takes one image per prompt, so exemplar "
-                "or context images can't be shown to it: rank without exemplars and ranker_context, "
-                "or use a multi-image model such as Qwen2-VL / Qwen2.5-VL"
-            )
+        self._check_image_count(parts)
         return names, chat_messages(parts, opening)
+
+    def _check_image_count(self, parts: list[Part]) -> None:
+        """Refuse several images for a family trained on one image per prompt."""
+        if not self.multi_image and image_count(parts) > 1:
+            raise RankerError(
+                f"the ranker model family {self.family!r} takes one image per prompt, so exemplar, context "
+                "or extra view images can't be shown to it: rank without exemplars and ranker_context, "
+                "describe with views=1, or use a multi-image model such as Qwen2-VL / Qwen2.5-VL"
+            )

@@ -145,6 +145,13 @@ class OpenAICompatRanker:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    multi_image = True  # the server refuses what its model cannot take, with its own message
+
+    def complete(self, parts: list[Part], max_new_tokens: int) -> str:
+        """Greedy text for one user turn of `parts` (images and text), at most `max_new_tokens` tokens."""
+        choice, _ = self._complete(self._request(parts, max_new_tokens))
+        return self._text(choice)
+
     def rank(self, request: RankRequest) -> RankResult:
         """Order `request.candidates` for `request.image`, best first."""
         if request.mode == "generate":
@@ -188,7 +195,11 @@ class OpenAICompatRanker:
     # HTTP -------------------------------------------------------------------------------------
 
     def _payload(self, request: RankRequest, names: list[str], max_tokens: int) -> dict:
-        content = openai_content(ranking_parts(request, names, self.config.max_image_side))
+        return self._request(ranking_parts(request, names, self.config.max_image_side), max_tokens)
+
+    def _request(self, parts: list[Part], max_tokens: int) -> dict:
+        """A greedy chat-completions request of one user turn."""
+        content = openai_content(parts)
         return {
             "model": self.api_model,
             "messages": [{"role": "user", "content": content}],

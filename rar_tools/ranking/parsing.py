@@ -147,18 +147,23 @@ def read_bracket(text: str, start: int) -> tuple[list[Item], int]:
 
 def literal_list(text: str, start: int) -> tuple[list[Item], int] | None:
     """The list at `start` if some `]` closes a valid Python literal there, else None."""
-    close = text.find("]", start + 1)
+    found = closed_literal(text, start, "]", list)
+    return ([Item(s) for s in flatten(found[0])], found[1]) if found else None
+
+
+def closed_literal(text: str, start: int, closer: str, kind: type) -> tuple[object, int] | None:
+    """The Python literal opening at `start` and closed by the first later `closer` that makes it valid,
+    with where it ends, if it is a `kind`; else None."""
+    close = text.find(closer, start + 1)
     for _ in range(MAX_CLOSE_TRIES):
         if close < 0 or close - start > MAX_LITERAL_CHARS:
             return None
         try:
             value = ast.literal_eval(text[start : close + 1])
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            close = text.find("]", close + 1)
+            close = text.find(closer, close + 1)
             continue
-        if isinstance(value, list):
-            return [Item(s) for s in flatten(value)], close + 1
-        return None
+        return (value, close + 1) if isinstance(value, kind) else None
     return None
 
 

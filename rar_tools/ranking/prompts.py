@@ -41,11 +41,11 @@ CONTEXT_INTRO = (
 )
 
 
-def clean_candidate(name: str) -> str:
-    """Collapse whitespace, drop control characters and cap the length of one candidate name."""
+def clean_candidate(name: str, limit: int = MAX_CANDIDATE_CHARS) -> str:
+    """Collapse whitespace, drop control characters and cap the length (of one candidate name)."""
     chars = [" " if ch.isspace() else ch for ch in name]
     kept = "".join(ch for ch in chars if unicodedata.category(ch)[0] != "C")
-    return " ".join(kept.split())[:MAX_CANDIDATE_CHARS]
+    return " ".join(kept.split())[:limit]
 
 
 def format_names(names: list[str] | tuple[str, ...]) -> str:

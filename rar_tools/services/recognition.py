@@ -18,6 +18,7 @@ from rar_tools.region_recognition import Query, RegionOptions, ranker_images
 from rar_tools.regions import Box, check_box
 from rar_tools.requests import ProgressFn, RankCandidatesRequest, RecognizeRegionsRequest, RecognizeRequest
 from rar_tools.schemas import Levels, RankedCandidate, RankOutput, RecognizeResult, RegionsResult, RetrieveResult
+from rar_tools.services.description import DescriptionService
 from rar_tools.services.search import Search, SearchService
 
 if TYPE_CHECKING:
@@ -29,9 +30,12 @@ RANKER_REGION_SIDE = 448  # side of the region image the ranker sees (it may red
 class RecognitionService:
     """The ranker over candidates (`rank`), and retrieval followed by ranking (`recognize`)."""
 
-    def __init__(self, components: Components, search: SearchService) -> None:
+    def __init__(
+        self, components: Components, search: SearchService, describing: DescriptionService | None = None
+    ) -> None:
         self.components = components
         self.searching = search
+        self.describing = describing or DescriptionService(components, search)
 
     # -- ranking -----------------------------------------------------------------------------------
     def rank(self, request: RankCandidatesRequest) -> RankOutput:
@@ -205,6 +209,10 @@ class RecognitionService:
         else:
             label = names[0] if names else None
             note = (note + "; " if note else "") + "fewer than two candidates, so nothing was ranked"
+        proposal = None
+        unsure = not retrieval.candidates or best_probability(retrieval, ranking) < request.min_confidence
+        if request.propose_when_unsure and unsure:
+            proposal = self.describing.propose(image, query.box, request.memory)
         return RecognizeResult(
             label=label,
             retrieval=retrieval,
@@ -212,7 +220,20 @@ class RecognitionService:
             levels=levels,
             note=note,
             timings={"retrieve_s": sum(retrieval.timings.values()), "rank_s": time.perf_counter() - started},
+            proposal=proposal,
         )
+
+
+def best_probability(retrieval: RetrieveResult, ranking: RankOutput | None) -> float:
+    """How sure recognition is of its label: the ranker's probability in score mode, else the retrieval
+    probability of the label chosen (generate mode's scores are rank weights, not probabilities)."""
+    if ranking is not None and ranking.mode == "score":
+        return ranking.ranked[0].score
+    chosen = ranking.best if ranking is not None else None
+    for candidate in retrieval.candidates:
+        if chosen is None or candidate.label == chosen:
+            return candidate.probability
+    return 0.0
 
 
 def open_exemplar(path: Path) -> Image.Image | None:

@@ -3,9 +3,10 @@
     python -m rar_tools.testing.tiny_models OUT_DIR
 
 writes `OUT_DIR/clip` (open_clip, load it as `local-dir:OUT_DIR/clip`), `OUT_DIR/mllm` (a Qwen2-VL
-family model), `OUT_DIR/llava` (a LLaVA-1.5 style model) and `OUT_DIR/detector` (an OWLv2 detector),
-all loadable with the transformers Auto classes. Their labels are meaningless: they exist so tests,
-CI and examples exercise the same loading and inference code as real weights, fully offline.
+family model), `OUT_DIR/llava` (a LLaVA-1.5 style model), `OUT_DIR/detector` (an OWLv2 detector) and
+`OUT_DIR/sam` (a SAM mask model), all loadable with the transformers classes. Their labels are
+meaningless: they exist so tests, CI and examples exercise the same loading and inference code as real
+weights, fully offline.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def write_tiny_models(out_dir: Path) -> dict[str, Path]:
     """All tiny checkpoints under `out_dir`; returns their folders by role."""
     from rar_tools.testing.tiny_detector import write_tiny_owlv2
     from rar_tools.testing.tiny_mllm import write_tiny_llava, write_tiny_qwen2vl
+    from rar_tools.testing.tiny_sam import write_tiny_sam
 
     out_dir = Path(out_dir)
     return {
@@ -61,6 +63,7 @@ def write_tiny_models(out_dir: Path) -> dict[str, Path]:
         "mllm": write_tiny_qwen2vl(out_dir / "mllm"),
         "llava": write_tiny_llava(out_dir / "llava"),
         "detector": write_tiny_owlv2(out_dir / "detector"),
+        "sam": write_tiny_sam(out_dir / "sam"),
     }
 
 
