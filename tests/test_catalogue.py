@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.memory import NewEntry
@@ -61,3 +62,26 @@ def test_deltas_are_folded_into_the_snapshot_without_changing_the_counts(tmp_pat
     store.catalogue.compact("m", at_least=1)
     _, snapshot, deltas = store.catalogue._read("m")
     assert deltas == {} and snapshot == before == {("jay", "image"): 2, ("wren", "image"): 3}
+
+
+def test_a_write_that_fails_part_way_has_the_counts_checked_at_the_next_listing(tmp_path: Path, make_store) -> None:
+    store = make_store(tmp_path)
+    store.add("m", IDENTITY, [entry("jay", "image", 1)])
+    assert store.summary("m").label_counts == {"jay": 1}
+    store.catalogue.note("m", {("ghost", "image"): 1})  # a delta whose entries never made it
+    with pytest.raises(RuntimeError), store.writing("m"):
+        raise RuntimeError("the write failed part-way")
+    assert store.summary("m").label_counts == {"jay": 1}
+
+
+def test_another_writer_s_write_has_the_counts_checked_at_the_next_listing(
+    tmp_path: Path, make_store, memory_backend: str
+) -> None:
+    # another store of the same embedded folder, or another process's store on the same server
+    reader = make_store(tmp_path)
+    writer = make_store(tmp_path if memory_backend == "embedded" else tmp_path / "other")
+    reader.add("m", IDENTITY, [entry("jay", "image", 1)])
+    assert reader.summary("m").label_counts == {"jay": 1}
+    writer.catalogue.note("m", {("ghost", "image"): 1})  # the other writer died after its delta...
+    writer.mirrors.wrote("m")  # ...and its mark, before its entries
+    assert reader.summary("m").label_counts == {"jay": 1}

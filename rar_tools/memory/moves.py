@@ -24,7 +24,7 @@ def relabel(
     derived for it, with the same embeddings and files, then the old ones removed. `levels`
     (category, parent) replace the entries' own when given. Returns (new ids, ids not found).
     Idempotent; a kill between the two steps leaves both, and running it again finishes."""
-    with store._writes:
+    with store.writing(name):
         collection = store.index.get(name)
         found = store.index.with_embeddings(collection, ids=list(ids)) if ids else {}
         if label is not None:
@@ -45,7 +45,7 @@ def relabel(
 def replace(store: MemoryStore, name: str, staging: str) -> None:
     """Make memory `staging` (written with ids derived for `name`) memory `name`, dropping the
     old one first if it exists. A kill in between leaves `staging` whole: call again to finish."""
-    with store._writes:
+    with store.writing(name):
         if store.exists(name):
             store.drop(name)
         store.index.rename(staging, name)

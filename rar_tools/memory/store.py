@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +145,11 @@ class MemoryStore:
         """Entries per (label, kind) of memory `name`, kept by the catalogue at write time; rebuilt
         from a full read when never catalogued, or when the counts do not add up to the memory's
         size (a writer was killed between its entries and its counts). The size is checked once
-        per state of the memory's write marks (counting a collection costs 15 ms per 100k entries)."""
+        per state of other writers' marks (counting a collection costs 15 ms per 100k entries); this
+        store's own writes are counted as they happen (`writing`)."""
         with self._writes:
             collection = self.index.get(name)
-            marks = self.mirrors.marks(name)
+            marks = {w: seq for w, seq in self.mirrors.marks(name).items() if w != self.mirrors.writer}
             counts = self.catalogue.counts(name)
             if counts is None or (self._checked.get(name) != marks and sum(counts.values()) != collection.count()):
                 log.info("counting the entries of memory %r per label (one full read)", name)
@@ -166,7 +168,7 @@ class MemoryStore:
         For label texts, or image entries whose exemplar files are already written (an entry never
         points at a missing file): `add_images` writes the files and the entries together.
         """
-        with self._writes:
+        with self.writing(name):
             return self._store_entries(name, self._writable(name, identity), entries, ids_for)
 
     def add_images(
@@ -210,7 +212,7 @@ class MemoryStore:
     ) -> AddOutcome:
         """Write exemplar files, then the entries `write_files` returns; on failure, delete the files
         it wrote that no entry uses. Another encoder is refused before any file is written."""
-        with self._writes:
+        with self.writing(name):
             collection = self.index.find(name, identity)
             written: set[str] = set()
             try:
@@ -259,7 +261,7 @@ class MemoryStore:
     def remove(self, name: str, ids: Iterable[str] | None = None, label: str | None = None) -> int:
         """Remove entries by id and/or by label; returns how many were removed. Exemplar files
         no entry of any memory uses any more are deleted after the entries."""
-        with self._writes:
+        with self.writing(name):
             collection = self.index.get(name)
             targets = self.index.metadata_by_id(collection, list(ids)) if ids else {}
             if label is not None:
@@ -277,7 +279,7 @@ class MemoryStore:
 
     def drop(self, name: str) -> int:
         """Delete a whole memory; returns the number of entries it held."""
-        with self._writes:
+        with self.writing(name):
             collection = self.index.get(name)
             count = collection.count()
             pages = self.index.pages(collection)
@@ -288,6 +290,17 @@ class MemoryStore:
             self._next_generation(name)
             self._delete_unused(shas)
             return count
+
+    @contextmanager
+    def writing(self, name: str) -> Iterator[None]:
+        """Hold the write lock for a write to memory `name`; a write that fails part-way has its
+        counts checked against the memory at the next listing."""
+        with self._writes:
+            try:
+                yield
+            except BaseException:
+                self._checked.pop(name, None)
+                raise
 
     def _contents(self, name: str) -> tuple[EncoderIdentity | None, Iterable[tuple[list[str], list, np.ndarray]]]:
         """The encoder of memory `name` and its entries' (ids, metadatas, embeddings), a page at a time."""

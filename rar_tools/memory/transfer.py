@@ -37,7 +37,7 @@ class ImportOutcome:
 def export_memory(store: MemoryStore, name: str, target: Path) -> dict[str, Any]:
     """Write memory `name` to the archive `target` (replaced atomically); returns its manifest.
     The store's writes wait meanwhile, so the archive is one consistent state of the memory."""
-    with store._writes:
+    with store.writing(name):
         collection = store.index.get(name)
         identity = stored_identity(collection.metadata)
         if identity is None:
