@@ -270,9 +270,9 @@ def test_one_view_is_plain_retrieval(text_store: MemoryStore) -> None:
     query = unit(np.arange(8.0))
     fused = Retriever(text_store).retrieve_fused("m", IDENTITY, query[None], [1.0], k=4, mode="text")
     plain = Retriever(text_store).retrieve("m", IDENTITY, query, k=4, mode="text")
-    assert [(c.label, round(c.score, 5)) for c in fused.candidates] == [
-        (c.label, round(c.score, 5)) for c in plain.candidates
-    ]
+    # one search may be Chroma's and the other the in-process mirror's: float32 sums differ in the last bits
+    assert [c.label for c in fused.candidates] == [c.label for c in plain.candidates]
+    assert [c.score for c in fused.candidates] == pytest.approx([c.score for c in plain.candidates], abs=1e-5)
 
 
 def test_regions_search_label_texts_in_auto_mode_when_there_are_any(crowded_store, tmp_path: Path) -> None:
