@@ -77,22 +77,33 @@ def render_memories(result: Any) -> str:
     return "\n".join(lines)
 
 
+def render_findings(header: str, lines: list[str], truncated: bool, hint: str) -> str:
+    """A header, one indented line per finding, and a hint when more were found than shown."""
+    shown = [header, *(f"  {line}" for line in lines)]
+    if truncated:
+        shown.append(f"  (more: {hint})")
+    return "\n".join(shown)
+
+
 def render_duplicates(result: Any) -> str:
-    lines = [f"{len(result.pairs)} pair(s) at cosine >= {result.threshold} among {result.scanned} exemplars"]
-    for p in result.pairs:
-        lines.append(f"  {p.similarity:.4f}  {p.first_id} ({p.first_label})  {p.second_id} ({p.second_label})")
-    if result.truncated:
-        lines.append("  (more pairs: raise --max-results or --threshold)")
-    return "\n".join(lines)
+    return render_findings(
+        f"{len(result.pairs)} pair(s) at cosine >= {result.threshold} among {result.scanned} exemplars",
+        [f"{p.similarity:.4f}  {p.first_id} ({p.first_label})  {p.second_id} ({p.second_label})" for p in result.pairs],
+        result.truncated,
+        "raise --max-results or --threshold",
+    )
 
 
 def render_conflicts(result: Any) -> str:
-    lines = [f"{len(result.conflicts)} likely mislabelled among {result.scanned} exemplars"]
-    for c in result.conflicts:
-        lines.append(f"  {c.entry_id} {c.label!r}: {c.share:.0%} of its neighbours are {c.suggested_label!r}")
-    if result.truncated:
-        lines.append("  (more: raise --max-results)")
-    return "\n".join(lines)
+    return render_findings(
+        f"{len(result.conflicts)} likely mislabelled among {result.scanned} exemplars",
+        [
+            f"{c.entry_id} {c.label!r}: {c.share:.0%} of its neighbours are {c.suggested_label!r}"
+            for c in result.conflicts
+        ],
+        result.truncated,
+        "raise --max-results",
+    )
 
 
 def render_segmentation(result: Any) -> str:
