@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from rar_tools import RarTools, Settings
-from rar_tools.cli import read_label_file, vocabularies
+from rar_tools.label_lists import read_label_file, vocabularies
 from rar_tools.testing.tiny_mllm import write_tiny_qwen2vl
 from rar_tools.testing.tiny_models import write_tiny_clip
 

@@ -7,10 +7,13 @@ Hugging Face caches (which honour `HF_HUB_OFFLINE=1`), Chroma runs embedded with
 
 from __future__ import annotations
 
-import time
+import errno
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 import httpx
 
 from rar_tools.errors import ImageInputError, describe
@@ -35,44 +38,123 @@ def resolve_allowed(path: Path, allowed_dirs: Sequence[Path]) -> Path:
     return resolved
 
 
+# Opening without following symlinks at any level: O_PATH walks folders that may be searched but not
+# listed (Linux); elsewhere folders are opened read-only.
+WALK_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK | os.O_CLOEXEC
+CAN_WALK = hasattr(os, "O_NOFOLLOW") and os.open in os.supports_dir_fd
+
+
+def open_regular_file(resolved: Path, shown: str) -> int:
+    """A read-only descriptor of the regular file at `resolved` (a path without symlinks, as
+    `resolve_allowed` returns), opened from `/` one component at a time without following a symlink
+    at any level, so that what is read is what was checked even if the path changes meanwhile.
+
+    Raises `OSError`: ELOOP when a component was swapped for a symlink since it was resolved, ESTALE
+    when the file was replaced between its check and its opening; `ImageInputError` for something
+    other than a regular file (`shown` names it)."""
+    if not CAN_WALK:  # no O_NOFOLLOW / dir_fd (Windows): open by name
+        return checked_regular(os.open(resolved, os.O_RDONLY | getattr(os, "O_BINARY", 0)), shown)
+    if len(resolved.parts) < 2:  # the root folder itself
+        raise ImageInputError(f"image path {shown} is not a file: it is a folder")
+    *folders, name = resolved.parts[1:]
+    parent = os.open(resolved.anchor, WALK_FLAGS)
+    try:
+        for folder in folders:
+            child = os.open(folder, WALK_FLAGS, dir_fd=parent)
+            os.close(parent)
+            parent = child
+        before = os.stat(name, dir_fd=parent, follow_symlinks=False)  # no open of a device or FIFO
+        refuse_irregular(before.st_mode, shown)
+        fd = os.open(name, READ_FLAGS, dir_fd=parent)
+    finally:
+        os.close(parent)
+    opened = checked_regular(fd, shown)
+    after = os.fstat(opened)
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        os.close(opened)
+        raise OSError(errno.ESTALE, "the file was replaced while it was being opened")
+    return opened
+
+
+def checked_regular(fd: int, shown: str) -> int:
+    """`fd`, if it is a regular file (else closed and refused)."""
+    try:
+        refuse_irregular(os.fstat(fd).st_mode, shown)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def refuse_irregular(mode: int, shown: str) -> None:
+    """Refuse anything but a regular file; a symlink here appeared after the path was resolved."""
+    if stat.S_ISLNK(mode):
+        raise OSError(errno.ELOOP, "a symlink replaced the file while it was being opened")
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ImageInputError(f"image path {shown} is not a file: it is {kind}")
+
+
 def fetch_image_url(url: str, max_bytes: int, timeout_s: float) -> bytes:
     """GET an http(s) image URL: at most `max_bytes` (streamed, so a lying or missing length cannot
-    exceed it), within `timeout_s` seconds in all, following at most 3 redirects to http(s) only."""
-    deadline = time.monotonic() + timeout_s
+    exceed it), within `timeout_s` seconds of wall time in all, whatever the peer does (a status line
+    or headers dripped a byte at a time included), following at most 3 redirects to http(s) only.
+
+    Runs its own event loop: call it from a thread without one (the server's worker threads)."""
+    return anyio.run(fetch_within, url, max_bytes, timeout_s)
+
+
+async def fetch_within(url: str, max_bytes: int, timeout_s: float) -> bytes:
+    """`fetch` cancelled at the deadline (the cancellation closes the connection)."""
     try:
-        with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
+        with anyio.fail_after(timeout_s):
+            return await fetch(url, max_bytes)
+    except TimeoutError as exc:
+        raise ImageInputError(f"image URL {describe(url)} did not finish within {timeout_s:g} s") from exc
+
+
+async def fetch(url: str, max_bytes: int) -> bytes:
+    """The body of `url` after at most `MAX_REDIRECTS` redirects, capped at `max_bytes`."""
+    try:
+        async with httpx.AsyncClient(follow_redirects=False, timeout=None) as client:
             for _ in range(MAX_REDIRECTS + 1):
                 check_url_scheme(url)
-                with client.stream("GET", url, headers={"Accept": "image/*"}) as response:
+                async with client.stream("GET", url, headers={"Accept": "image/*"}) as response:
                     if response.is_redirect and "location" in response.headers:
                         url = str(response.url.join(response.headers["location"]))
                         continue
                     if response.status_code >= 400:
                         raise ImageInputError(f"image URL {describe(url)} answered HTTP {response.status_code}")
-                    return read_capped(response, url, max_bytes, deadline, timeout_s)
-    except httpx.TimeoutException as exc:
-        raise ImageInputError(f"image URL {describe(url)} did not answer within {timeout_s:g} s") from exc
+                    return await read_capped(response, url, max_bytes)
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         raise ImageInputError(f"image URL {describe(url)} could not be fetched ({type(exc).__name__}: {exc})") from exc
     raise ImageInputError(f"image URL {describe(url)} redirected more than {MAX_REDIRECTS} times")
 
 
+def url_scheme(url: str) -> str:
+    """The scheme of `url` in lower case (`http`, `file`, ...), or "" when it names none."""
+    return url.split(":", 1)[0].lower() if ":" in url else ""
+
+
+def is_web_url(source: str) -> bool:
+    """Whether `source` is an http(s) URL (in any letter case)."""
+    return url_scheme(source) in URL_SCHEMES
+
+
 def check_url_scheme(url: str) -> None:
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme not in URL_SCHEMES:
+    if not is_web_url(url):
         raise ImageInputError(f"image URL {describe(url)} is not http(s); only http and https URLs are fetched")
 
 
-def read_capped(response: httpx.Response, url: str, max_bytes: int, deadline: float, timeout_s: float) -> bytes:
-    """The (decoded) body, refused as soon as it passes `max_bytes` or the deadline."""
+async def read_capped(response: httpx.Response, url: str, max_bytes: int) -> bytes:
+    """The (decoded) body, refused as soon as it passes `max_bytes`."""
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ImageInputError(f"image URL {describe(url)} has {declared} bytes; the limit is {max_bytes}")
     body = bytearray()
-    for chunk in response.iter_bytes():
+    async for chunk in response.aiter_bytes():
         body += chunk
         if len(body) > max_bytes:
             raise ImageInputError(f"image URL {describe(url)} sent more than the limit of {max_bytes} bytes")
-        if time.monotonic() > deadline:
-            raise ImageInputError(f"image URL {describe(url)} did not finish within {timeout_s:g} s")
     return bytes(body)

@@ -148,6 +148,7 @@ class RarTools:
     describe_memory = property(lambda self: self.memories.describe_memory, doc="one memory's counts and encoder")
     exemplar_file = property(lambda self: self.memories.exemplar_file, doc="the stored file of an exemplar")
     exemplar_thumbnails = property(lambda self: self.memories.exemplar_thumbnails, doc="candidates' thumbnails")
+    exemplar_jpeg = property(lambda self: self.memories.exemplar_jpeg, doc="an exemplar's stored copy, checked")
     retrieve_embedding = property(lambda self: self.searching.retrieve_embedding, doc="retrieve by embedding")
     rank_loaded = property(lambda self: self.recognition.rank_loaded, doc="rank names for a decoded image")
 

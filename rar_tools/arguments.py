@@ -126,7 +126,9 @@ EntryIds = Annotated[
     Cli(flag="--id", repeat=True),
 ]
 LabelSelection = Annotated[
-    str | None, Field(max_length=limits.MAX_LABEL_CHARS, description="act on every entry of this label")
+    str | None,
+    Field(max_length=limits.MAX_LABEL_CHARS, description="act on every entry of this label"),
+    BeforeValidator(lambda value: None if value is None else check_label(value)),  # as labels are stored
 ]
 
 

@@ -20,8 +20,10 @@ from pydantic import BaseModel, ValidationError
 from rar_tools import render
 from rar_tools.cli_flags import add_request_flags, add_settings_flags, request_arguments, settings_from
 from rar_tools.cli_masks import add_mask_flags, write_masks
+from rar_tools.cli_progress import WITH_PROGRESS_BAR, with_progress_bar
 from rar_tools.errors import RarToolsError
 from rar_tools.images import IMAGE_SUFFIXES
+from rar_tools.label_lists import read_label_file, vocabularies, vocabulary_file
 from rar_tools.requests import (
     AddRequest,
     DescribeRegionsRequest,
@@ -43,9 +45,8 @@ from rar_tools.requests_upkeep import (
     ReembedRequest,
     RelabelRequest,
 )
-from rar_tools.settings import PROJECT_MEMORIES
+from rar_tools.settings import Settings
 
-VOCABULARY_DIR = PROJECT_MEMORIES / "vocabularies"
 ADD_FIELDS = ["memory", "images", "label", "category", "parent", "box", "box_normalized"]
 ADD_LABEL_FIELDS = ["memory", "labels", "category", "parent"]
 
@@ -111,7 +112,6 @@ OPERATIONS: dict[str, tuple[str, type[Request], str, Callable[[Any], str]]] = {
 AFTERWARDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., None]]] = {
     "segment": (add_mask_flags, write_masks),
 }
-WITH_PROGRESS_BAR = ("import", "reembed")
 
 
 def emit(result: BaseModel, as_json: bool, show: Callable[[Any], str]) -> None:
@@ -132,35 +132,6 @@ def folder_images(folder: Path) -> dict[str, list[str]]:
     return found
 
 
-def read_label_file(path: Path) -> list[tuple[str, str | None, str | None]]:
-    """Lines of `label`, `label|category` or `label|category|parent`; '#' starts a comment."""
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = [p.strip() or None for p in line.split("|")]
-        if len(parts) > 3 or parts[0] is None:
-            raise RarToolsError(f"{path}: bad line {line!r}; expected label|category|parent")
-        parts += [None] * (3 - len(parts))
-        rows.append((parts[0], parts[1], parts[2]))
-    return rows
-
-
-def vocabularies(folder: Path = VOCABULARY_DIR) -> dict[str, Path]:
-    """The shipped label lists: {name: file}, from `memories/vocabularies/NAME.txt`."""
-    return {path.stem: path for path in sorted(folder.glob("*.txt"))} if folder.is_dir() else {}
-
-
-def vocabulary_file(name: str, folder: Path = VOCABULARY_DIR) -> Path:
-    """The file of a shipped vocabulary; refuses unknown names, listing the known ones."""
-    known = vocabularies(folder)
-    if name not in known:
-        listed = ", ".join(known) or f"none (no folder {folder})"
-        raise RarToolsError(f"unknown vocabulary {name!r}; shipped vocabularies: {listed}")
-    return known[name]
-
-
 # -- commands ---------------------------------------------------------------------------------
 def cmd_serve(tools, args) -> None:
     from rar_tools.server import run_server
@@ -178,19 +149,6 @@ def cmd_operation(tools, args) -> None:
     emit(result, args.json, show)
     if args.command in AFTERWARDS:
         AFTERWARDS[args.command][1](tools, args, request, result)
-
-
-def with_progress_bar(call: Callable[..., BaseModel], request: Request, quiet: bool) -> BaseModel:
-    """`call(request)` with a progress bar on stderr fed by its progress callback."""
-    from tqdm import tqdm
-
-    with tqdm(unit="entry", file=sys.stderr, disable=quiet) as bar:
-
-        def advance(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        return call(request, progress=advance)
 
 
 def cmd_add(tools, args) -> None:
@@ -336,11 +294,31 @@ def add_eval_flags(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def cmd_token(tools, args) -> None:
+    """Make a bearer token for `serve --transport http --auth-token-file FILE`."""
+    from rar_tools.http_auth import create_token
+
+    path = tools.settings.auth_token_file
+    if path is None:
+        raise RarToolsError("give --auth-token-file FILE: the file the server reads the token hashes from")
+    token = create_token(Path(path), args.read_only)
+    kind = "read-only token" if args.read_only else "token"
+    print(f"rar-tools: added a {kind} to {path}; it is shown only now, keep it secret:", file=sys.stderr)
+    print(token)
+
+
 def cmd_bench(tools, args) -> None:
     from rar_tools.bench import run_bench
     from rar_tools.bench.config import config_from
 
     run_bench(config_from(args))
+
+
+def cmd_selfcheck(tools, args) -> int:
+    from rar_tools.bench.selfcheck import run_selfcheck
+    from rar_tools.bench.selfcheck_config import selfcheck_config_from
+
+    return run_selfcheck(selfcheck_config_from(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,7 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print the result as JSON")
         return sub
 
-    command("serve", cmd_serve, "run the MCP server (stdio by default)", json_flag=False)
+    serve = command("serve", cmd_serve, "run the MCP server (stdio by default)", json_flag=False)
+    serve.add_argument(
+        "folders",
+        nargs="*",
+        metavar="FOLDER",
+        help="read image paths only inside these folders (the same as --allow-dir FOLDER for each)",
+    )
 
     add = command("add", cmd_add, "store labelled exemplar images")
     add_request_flags(add, AddRequest, ADD_FIELDS)
@@ -377,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
             AFTERWARDS[name][0](sub)
 
     command("vocabularies", cmd_vocabularies, "list the shipped label lists (for add-labels --vocabulary)", False)
+    token = command(
+        "token", cmd_token, "make a bearer token for the HTTP transport (its hash goes to --auth-token-file)", False
+    )
+    token.add_argument("--read-only", action="store_true", help="the token may call only the read-only tools")
     evaluation = command(
         "eval",
         cmd_eval,
@@ -395,6 +383,18 @@ def build_parser() -> argparse.ArgumentParser:
         settings_flags=False,
     )
     add_arguments(bench)
+
+    from rar_tools.bench.selfcheck_config import add_selfcheck_arguments
+
+    selfcheck = command(
+        "selfcheck",
+        cmd_selfcheck,
+        "check and time real-size models with random weights on a device (GPU): CLIP fp16 vs fp32, score "
+        "mode cached vs uncached, generate mode, memory, throughput, the out-of-memory error; exit 1 on a failure",
+        json_flag=False,
+        settings_flags=False,
+    )
+    add_selfcheck_arguments(selfcheck)
     return parser
 
 
@@ -409,13 +409,20 @@ def configure_logging(level: str) -> None:
     logging.getLogger("rar_tools").setLevel(level)
 
 
+def command_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a command's flags (and the environment); `serve FOLDER...` adds allowed folders."""
+    if getattr(args, "folders", None):
+        args.allow_dir = [*getattr(args, "allow_dir", []), *args.folders]
+    return settings_from(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.uses_settings:  # `bench` builds its own settings from its flags
+    if not args.uses_settings:  # `bench` and `selfcheck` build their own settings from their flags
         configure_logging("INFO")
         return run_command(args, None)
     try:
-        settings = settings_from(args)
+        settings = command_settings(args)
     except ValidationError as exc:
         print(f"rar-tools: invalid settings: {exc}", file=sys.stderr)
         return 2
@@ -428,8 +435,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(args: argparse.Namespace, tools) -> int:
     """Run the chosen command; errors meant for the user become one line on stderr and exit code 2."""
     try:
-        args.func(tools, args)
+        status = args.func(tools, args)
     except RarToolsError as exc:
         print(f"rar-tools: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0

@@ -73,6 +73,8 @@ class Components:
             api_model=s.ranker_api_model,
             api_key=s.ranker_api_key,
             timeout_s=s.ranker_timeout,
+            score_normalisation=s.score_normalisation,
+            permutations=s.rank_permutations,
         )
         return create_ranker(config)
 

@@ -53,3 +53,11 @@ class SegmentationError(RarToolsError):
 
 class DescriptionError(RarToolsError):
     """A region description was refused (bad views, a ranker that cannot describe)."""
+
+
+class DiskFaultError(MemoryStoreError):
+    """The data folder is read-only or full: a write was refused or failed (the message says which)."""
+
+
+class ExemplarFileError(MemoryStoreError):
+    """The stored copy of an exemplar image is missing, unreadable or damaged."""

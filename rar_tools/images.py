@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import io
+import os
 import re
-import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from rar_tools.access import fetch_image_url, resolve_allowed
+from rar_tools.access import fetch_image_url, is_web_url, open_regular_file, resolve_allowed
 from rar_tools.errors import ImageInputError, describe
 from rar_tools.memory.files import PARTIAL_PREFIX, store_image, stored_image_path  # noqa: F401 (moved; re-exported)
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^,;]*)*?);base64,", re.I)
 BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/=_-]+$")
+# The first bytes of each accepted format (WebP: RIFF, 4 bytes of size, WEBP); `SIGNATURE_CHARS` base64
+# characters hold more than enough of them.
+IMAGE_SIGNATURES = {
+    "JPEG": re.compile(rb"\A\xff\xd8\xff"),
+    "PNG": re.compile(rb"\A\x89PNG\r\n\x1a\n"),
+    "GIF": re.compile(rb"\AGIF8[79]a"),
+    "WebP": re.compile(rb"\ARIFF.{4}WEBP", re.S),
+    "BMP": re.compile(rb"\ABM"),
+    "TIFF": re.compile(rb"\A(II\*\x00|MM\x00\*)"),
+}
+SIGNATURE_CHARS = 24
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
@@ -61,16 +73,18 @@ def read_image_bytes(source: str, limits: ImageLimits) -> tuple[bytes, str | Non
         if not mime.startswith("image/"):
             raise ImageInputError(f"data URL has type {mime or 'none'!r}; only image/* data URLs are accepted")
         return decode_base64(source[match.end() :], limits), None
+    if base64_image_format(source):  # before paths: every JPEG's base64 starts with '/9j/'
+        return decode_base64(source, limits), None
     if source.startswith(("/", "~", "file://")) or re.match(r"^[A-Za-z]:[\\/]", source):
         return read_file(source, limits)
-    if source.lower().startswith(("http://", "https://")):
+    if is_web_url(source):
         if not limits.allow_urls:
             raise ImageInputError(
                 "image URLs are not fetched (the server was not started with --allow-urls): "
                 "give an absolute file path, base64 or a data: URL"
             )
         return fetch_image_url(source, limits.max_bytes, limits.url_timeout_s), source
-    if len(source) >= 16 and BASE64_CHARS.match(source):
+    if len(source) >= 16 and BASE64_CHARS.match("".join(source.split())):
         return decode_base64(source, limits), None
     raise ImageInputError(f"image {describe(source)} is neither an absolute file path nor base64 data nor a data: URL")
 
@@ -89,24 +103,40 @@ def read_file(source: str, limits: ImageLimits) -> tuple[bytes, str]:
     resolved = resolve_allowed(path, limits.allowed_dirs)
     shown = describe(str(path))
     try:
-        info = resolved.stat()
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-            raise ImageInputError(f"image path {shown} is not a file: it is {kind}")
-        if info.st_size == 0:
-            raise ImageInputError(f"image file {shown} is empty (0 bytes)")
-        if info.st_size > limits.max_bytes:
-            raise ImageInputError(f"image file {shown} has {info.st_size} bytes; the limit is {limits.max_bytes}")
-        with open(resolved, "rb") as handle:
+        with os.fdopen(open_regular_file(resolved, shown), "rb") as handle:  # what is read is what was checked
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise ImageInputError(f"image file {shown} is empty (0 bytes)")
+            if size > limits.max_bytes:
+                raise ImageInputError(f"image file {shown} has {size} bytes; the limit is {limits.max_bytes}")
             data = handle.read(limits.max_bytes + 1)
     except FileNotFoundError as exc:
         raise ImageInputError(f"image file {shown} does not exist") from exc
-    except (OSError, ValueError) as exc:  # permissions, over-long names, NUL characters
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ImageInputError(f"image file {shown} cannot be read: {reason}") from exc
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ESTALE):
+            raise ImageInputError(
+                f"image path {shown} changed while it was being opened (a symlink or another file replaced "
+                "part of it); refused"
+            ) from exc
+        raise ImageInputError(f"image file {shown} cannot be read: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # NUL characters
+        raise ImageInputError(f"image file {shown} cannot be read: {exc}") from exc
     if len(data) > limits.max_bytes:
         raise ImageInputError(f"image file {shown} grew past the limit of {limits.max_bytes} bytes while read")
     return data, str(resolved)
+
+
+def base64_image_format(text: str) -> str | None:
+    """The format whose signature `text` starts with once decoded as base64 (standard or URL-safe,
+    whitespace ignored), or None: the rule that tells base64 image data from a file path."""
+    head = "".join(text[: 4 * SIGNATURE_CHARS].split())[:SIGNATURE_CHARS]
+    if len(head) < SIGNATURE_CHARS or not BASE64_CHARS.match(head):
+        return None
+    try:
+        start = base64.b64decode(head, altchars=b"-_" if ("-" in head or "_" in head) else None, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return next((name for name, signature in IMAGE_SIGNATURES.items() if signature.match(start)), None)
 
 
 def decode_base64(text: str, limits: ImageLimits) -> bytes:
@@ -114,9 +144,8 @@ def decode_base64(text: str, limits: ImageLimits) -> bytes:
     text = "".join(text.split())
     if len(text) * 3 // 4 > limits.max_bytes:
         raise ImageInputError(f"base64 image is over the limit of {limits.max_bytes} bytes")
-    altchars = b"-_" if ("-" in text or "_" in text) else None
-    try:
-        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=altchars, validate=True)
+    try:  # "-" and "_" read as "+" and "/": both alphabets (and a mixture) decode
+        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageInputError(f"image is not valid base64 ({exc})") from exc
     if not data:
@@ -153,22 +182,37 @@ def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB with transparency composited on white and 16/32-bit greys scaled to 8 bits."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), "L")
+        image = grey_to_8_bits(image)
     if image.mode == "P":
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:  # alpha, or a colour key
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
 
 
+def grey_to_8_bits(image: Image.Image) -> Image.Image:
+    """An 8-bit grey image of a 16-bit, 32-bit or float one, scaled from its range: 0..1 for floats
+    that stay within it (the usual float convention), else 0..255 or 0..65535 as the values need."""
+    array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(array.max(initial=0.0))
+    if image.mode == "F" and peak <= 1.0:
+        top = 1.0
+    elif image.mode.startswith("I;16") or peak > 255:
+        top = 65535.0
+    else:
+        top = 255.0
+    scaled = array / top * 255.0
+    if top == 1.0:  # fractions round to the nearest level; wider values are cut to their level, as before
+        scaled = scaled.round()
+    return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L")
+
+
 def load_image(source: str, limits: ImageLimits = ImageLimits()) -> LoadedImage:
     """Read and decode one image argument; every failure is an `ImageInputError` naming the problem."""
     data, path = read_image_bytes(source, limits)
-    kind = "image URL" if path and path.lower().startswith(("http://", "https://")) else "image file"
+    kind = "image URL" if path and is_web_url(path) else "image file"
     name = f"{kind} {describe(path)}" if path else "image data"
     image = decode_image(data, limits, name)
     return LoadedImage(image=image, sha256=hashlib.sha256(data).hexdigest(), source_path=path)

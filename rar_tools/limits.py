@@ -61,3 +61,7 @@ MAX_SEGMENT_LABELS = 100  # labels one segment call looks for (each costs a Grad
 DEFAULT_DESCRIBE_VIEWS = 2  # the tight view and the DynRefer context view that differs most from it
 MAX_ATTRIBUTES = 8  # attributes kept from one description
 MAX_CAPTION_CHARS = 300
+
+# -- the ranker: score normalisation and candidate orders ---------------------------------------------
+ScoreNormalisation = Literal["sum", "mean", "first"]
+MAX_RANK_PERMUTATIONS = MAX_CANDIDATES  # more cyclic shifts than candidates would repeat orders

@@ -13,6 +13,7 @@ process: a second `flock` on the same file from the same process would conflict 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -61,7 +62,8 @@ def lock_data_dir(data_dir: Path, wait_s: float = 3.0) -> DataDirLock:
             held.users += 1
             return held
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            if not data_dir.is_dir():
+                data_dir.mkdir(parents=True)
             handle = acquire_file_lock(data_dir / LOCK_FILE, wait_s)
         except OSError as exc:
             raise MemoryStoreError(f"cannot use the data folder {str(data_dir)!r}: {exc.strerror or exc}") from exc
@@ -90,7 +92,9 @@ def acquire_file_lock(path: Path, wait_s: float) -> IO[str] | None:
             path.parent,
         )
         return None
-    handle = open(path, "a+", encoding="utf-8")  # kept open for as long as the lock is held
+    handle = open_lock_file(path)
+    if handle is None:
+        return None
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -105,11 +109,28 @@ def acquire_file_lock(path: Path, wait_s: float) -> IO[str] | None:
                     "process, or give this one another --data-dir"
                 ) from None
             time.sleep(POLL_S)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    if handle.writable():
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
     return handle
+
+
+def open_lock_file(path: Path) -> IO[str] | None:
+    """The lock file, open for as long as the lock is held. In a read-only data folder (which no
+    process can write, so two readers are safe) it is opened read-only, or, if it does not exist,
+    not at all (the folder is then used unlocked, with a warning)."""
+    try:
+        return open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+    try:
+        return open(path, encoding="utf-8")
+    except FileNotFoundError:
+        log.warning("the data folder %s is read-only and has no lock file: it is used without a lock", path.parent)
+        return None
 
 
 def holder(path: Path) -> str:

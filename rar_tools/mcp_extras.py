@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 if TYPE_CHECKING:
     from rar_tools.api import RarTools
-from rar_tools.errors import RarToolsError
+from rar_tools.errors import ExemplarFileError, RarToolsError
 from rar_tools.limits import DEFAULT_LIST_LABELS
 
 T = TypeVar("T")
@@ -43,9 +43,12 @@ Work step by step:
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run a store call in a worker thread; our errors become 'resource not found'."""
+    """Run a store call in a worker thread; a damaged or missing stored file becomes a resource
+    error naming it, our other errors 'resource not found'."""
     try:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args))
+    except ExemplarFileError as exc:
+        raise ResourceError(str(exc)) from exc
     except RarToolsError as exc:
         raise ResourceNotFoundError(str(exc)) from exc
 
@@ -73,9 +76,8 @@ def register_resources(mcp: MCPServer, tools: RarTools) -> None:
 
     @mcp.resource("memory://{name}/{entry_id}", name="exemplar", mime_type="image/jpeg")
     async def exemplar(name: str, entry_id: str) -> bytes:
-        """The stored copy of one exemplar image."""
-        path = await in_thread(tools.exemplar_file, name, entry_id)
-        return await anyio.to_thread.run_sync(path.read_bytes)
+        """The stored copy of one exemplar image (refused by name when it is missing or damaged)."""
+        return await in_thread(tools.exemplar_jpeg, name, entry_id)
 
 
 def register_prompts(mcp: MCPServer) -> None:

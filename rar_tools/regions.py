@@ -83,7 +83,8 @@ def check_box(box: Sequence[float], size: tuple[int, int], normalized: bool = Fa
         raise RegionError(f"box {box!r} lies outside the {width}x{height} image")
     if clipped.width < min_side or clipped.height < min_side:
         raise RegionError(
-            f"box {box!r} is {clipped.width:.0f}x{clipped.height:.0f} pixels inside the {width}x{height} image; "
+            f"box {box!r} is {round(clipped.width, 2):g}x{round(clipped.height, 2):g} pixels inside the "
+            f"{width}x{height} image; "
             f"the minimum is {min_side:g} pixels a side"
         )
     return clipped

@@ -16,6 +16,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 
 from rar_tools import __version__
 from rar_tools.errors import RarToolsError
+from rar_tools.http_auth import auth_settings, refuse_read_only_token
 from rar_tools.lazy import BackgroundModel
 from rar_tools.mcp_extras import register_prompts, register_resources
 from rar_tools.requests import OPERATIONS, ProgressFn, Request
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Picture = tuple[str, bytes, str]  # caption, image data, MIME type
+Picture = tuple[str, bytes | None, str]  # caption, image data (None: the caption alone), MIME type
 
 INSTRUCTIONS = """Fine-grained visual recognition with an explicit memory (RAR).
 Memories hold labelled exemplar images (few-shot) and label texts (zero-shot) as CLIP embeddings.
@@ -173,10 +175,16 @@ def thread_progress(ctx: Context, what: str) -> ProgressFn:
 
 
 async def with_thumbnails(tools: RarTools, result: BaseModel, memory: str, candidates: Sequence[Candidate]):
-    """The result as structured content and JSON text, followed by exemplar thumbnails if asked."""
-    thumbnails = await run_api(tools.exemplar_thumbnails, memory, candidates)
-    captions = [f"best stored exemplar of {label!r} (entry {entry}):" for label, entry, _ in thumbnails]
-    return with_pictures(result, [(caption, t[2], "image/jpeg") for caption, t in zip(captions, thumbnails)])
+    """The result as structured content and JSON text, followed by exemplar thumbnails if asked (a
+    thumbnail that cannot be made is a caption saying why)."""
+    pictures: list[Picture] = []
+    for thumb in await run_api(tools.exemplar_thumbnails, memory, candidates):
+        if thumb.jpeg is None:
+            pictures.append((f"no thumbnail of {thumb.label!r}: {thumb.problem}", None, "image/jpeg"))
+        else:
+            caption = f"best stored exemplar of {thumb.label!r} (entry {thumb.entry}):"
+            pictures.append((caption, thumb.jpeg, "image/jpeg"))
+    return with_pictures(result, pictures)
 
 
 def with_pictures(result: BaseModel, pictures: Sequence[Picture]) -> CallToolResult:
@@ -184,7 +192,8 @@ def with_pictures(result: BaseModel, pictures: Sequence[Picture]) -> CallToolRes
     content: list[TextContent | ImageContent] = [TextContent(type="text", text=result.model_dump_json())]
     for caption, data, mime_type in pictures:
         content.append(TextContent(type="text", text=caption))
-        content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime_type))
+        if data is not None:
+            content.append(ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=mime_type))
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
 
@@ -197,6 +206,7 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
 
     async def tool(ctx: Context, **arguments: Any) -> Any:
         try:
+            refuse_read_only_token(spec.name, bool(spec.annotations.read_only_hint))
             request = spec.request.validated(arguments)
         except RarToolsError as exc:
             raise ToolError(str(exc)) from exc
@@ -226,15 +236,25 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
     return tool
 
 
-def create_server(tools: RarTools) -> MCPServer:
-    """An MCP server exposing `tools`; models start loading when the server starts."""
+def create_server(tools: RarTools, token_verifier: TokenVerifier | None = None) -> MCPServer:
+    """An MCP server exposing `tools`; models start loading when the server starts. With
+    `token_verifier` (HTTP only), every request needs a bearer token it accepts."""
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[RarTools]:
         tools.start_loading()
         yield tools
 
-    mcp = MCPServer("rar-tools", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+    s = tools.settings
+    auth = auth_settings(s.host, s.port) if token_verifier is not None else None
+    mcp = MCPServer(
+        "rar-tools",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        token_verifier=token_verifier,
+        auth=auth,
+    )
     for spec in tool_specs(tools):
         description = inspect.cleandoc(spec.request.__doc__ or "")
         mcp.add_tool(
@@ -251,10 +271,14 @@ def create_server(tools: RarTools) -> MCPServer:
 
 def run_server(tools: RarTools) -> None:
     """Serve over stdio (the default) or streamable HTTP, as the settings say."""
-    server = create_server(tools)
     s = tools.settings
     if s.transport == "http":
-        log.info("serving MCP over streamable HTTP at http://%s:%d/mcp", s.host, s.port)
-        server.run("streamable-http", host=s.host, port=s.port, max_request_body_size=s.http_max_request_bytes)
-    else:
-        server.run("stdio")
+        from rar_tools.http_auth import HashedTokenVerifier, read_token_file
+        from rar_tools.http_transport import serve_http
+
+        verifier = HashedTokenVerifier(read_token_file(s.auth_token_file)) if s.auth_token_file else None
+        serve_http(create_server(tools, verifier), s)
+        return
+    from rar_tools.stdio_transport import serve_stdio
+
+    anyio.run(serve_stdio, create_server(tools))

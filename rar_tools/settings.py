@@ -1,5 +1,7 @@
 """One typed settings object. Every field is a CLI flag (`--clip-model`) and an environment
-variable (`RAR_TOOLS_CLIP_MODEL`); flags win over the environment, which wins over defaults."""
+variable (`RAR_TOOLS_CLIP_MODEL`); flags win over the environment, which wins over defaults. An
+empty variable counts as unset, so a launcher (the Claude Desktop bundle) can pass every setting
+and leave the ones the user did not fill in to their defaults."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rar_tools.limits import MAX_RANK_PERMUTATIONS, ScoreNormalisation
 
 PROJECT_MEMORIES = Path(__file__).resolve().parent.parent / "memories"
 
@@ -22,10 +26,24 @@ def default_data_dir() -> Path:
     return Path(base) / "rar-tools" / "memories"
 
 
+def environment_list(value: Any, separator: str, what: str) -> Any:
+    """A list setting given as one string (an environment variable): a JSON list, or items joined by
+    `separator`; anything else is left to pydantic."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{text[:60]!r} is not a JSON list of {what} ({exc})") from exc
+    return [part.strip() for part in text.split(separator) if part.strip()]
+
+
 class Settings(BaseSettings):
     """Configuration of the encoder, the memory store, the ranker and the server."""
 
-    model_config = SettingsConfigDict(env_prefix="RAR_TOOLS_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="RAR_TOOLS_", extra="forbid", env_ignore_empty=True)
 
     # Memory store
     data_dir: Path = Field(
@@ -143,6 +161,29 @@ class Settings(BaseSettings):
         0.3, ge=-1.0, le=1.0, description="the same for memories of exemplar images only (text-image similarity)"
     )
 
+    # HTTP transport security: bearer tokens, accepted Host and Origin headers
+    auth_token_file: Path | None = Field(
+        None,
+        description="with --transport http: accept only bearer tokens whose SHA-256 this file lists, one per "
+        "line, 'read-only' after a token limited to read-only tools (add one with `rar-tools token`)",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="with --transport http: a Host header to accept besides the local ones, as a reverse proxy "
+        "forwards it, e.g. mcp.example.com or mcp.example.com:* (repeatable; env: comma-separated)",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="with --transport http: an Origin header to accept besides the local ones, e.g. "
+        "https://app.example.com (repeatable; env: comma-separated)",
+    )
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def split_names(cls, value: Any) -> Any:
+        """From the environment: a JSON list, or names joined by commas."""
+        return environment_list(value, ",", "names")
+
     # Memory upkeep and speed (docs/portability.md)
     no_in_process_index: bool = Field(
         False,
@@ -154,15 +195,7 @@ class Settings(BaseSettings):
     @classmethod
     def split_folders(cls, value: Any) -> Any:
         """From the environment: a JSON list, or folders joined by os.pathsep (':' or ';')."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{text[:60]!r} is not a JSON list of folders ({exc})") from exc
-        return [part for part in text.split(os.pathsep) if part.strip()]
+        return environment_list(value, os.pathsep, "folders")
 
     @field_validator("allow_dir")
     @classmethod
@@ -175,3 +208,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"allowed folder {str(folder)!r} does not exist or is not a folder")
             resolved.append(path)
         return resolved
+
+    # Ranker: how score mode reduces a candidate's tokens, and how many candidate orders are ranked
+    score_normalisation: ScoreNormalisation = Field(
+        "sum",
+        description="score mode: a candidate's log-probability summed over its tokens (the probability of "
+        "writing it), their mean, or that of its first token only (docs/ranking.md#score-normalisation)",
+    )
+    rank_permutations: int = Field(
+        1,
+        ge=1,
+        le=MAX_RANK_PERMUTATIONS,
+        description="rank in this many cyclic shifts of the candidate order and fuse them (probabilities "
+        "averaged in score mode, Borda in generate mode), against position bias; each costs one ranking call",
+    )

@@ -29,21 +29,32 @@ def check_memory_name(name: Any) -> str:
     return name
 
 
+# Characters that show nothing: format characters (zero-width space, joiners, BOM...), combining
+# marks without a base, separators, unassigned code points, and the letters that are blank fillers.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Cn", "Mn", "Me", "Zs", "Zl", "Zp"})
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def is_visible(ch: str) -> bool:
+    return unicodedata.category(ch) not in INVISIBLE_CATEGORIES and ch not in BLANK_LETTERS
+
+
 def check_label(label: Any, what: str = "label", error: type[RarToolsError] = MemoryStoreError) -> str:
-    """A label: 1-200 printable characters, surrounding and repeated whitespace collapsed."""
+    """A label: 1-200 characters, at least one of them visible, in Unicode NFC (so 'café' typed
+    with a composed or a combining accent is one label), surrounding and repeated whitespace collapsed."""
     if not isinstance(label, str):
         raise error(f"{what} must be a string")
     if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in label):
         raise error(f"{what} {label[:60]!r} contains control characters")
     if any(unicodedata.category(ch) == "Cs" for ch in label):
         raise error(f"{what} {label[:60]!r} contains lone surrogates, which are not text")
-    cleaned = " ".join(label.split())
+    cleaned = " ".join(unicodedata.normalize("NFC", label).split())
     if not cleaned:
         raise error(f"{what} is empty")
+    if not any(is_visible(ch) for ch in cleaned):
+        raise error(f"{what} {cleaned[:60]!r} has no visible character (only zero-width, format or blank characters)")
     if len(cleaned) > limits.MAX_LABEL_CHARS:
-        raise error(
-            f"{what} {cleaned[:40]!r}... has {len(cleaned)} characters; the limit is {limits.MAX_LABEL_CHARS}"
-        )
+        raise error(f"{what} {cleaned[:40]!r}... has {len(cleaned)} characters; the limit is {limits.MAX_LABEL_CHARS}")
     return cleaned
 
 
@@ -73,9 +84,7 @@ def check_k(k: Any, limit: int = limits.MAX_K) -> int:
 
 def check_views(views: Any) -> int:
     if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= limits.MAX_VIEWS:
-        raise RegionError(
-            f"views must be an integer from 1 (tight view only) to {limits.MAX_VIEWS}, got {views!r}"
-        )
+        raise RegionError(f"views must be an integer from 1 (tight view only) to {limits.MAX_VIEWS}, got {views!r}")
     return views
 
 
@@ -138,6 +147,7 @@ def check_max_boxes(value: Any) -> int:
 
 
 def check_entry_ids(ids: Sequence[str] | None) -> list[str] | None:
+    """At most 1000 entry ids, each given once (a repeated id is the same entry: kept once, in order)."""
     if ids is None:
         return None
     if not isinstance(ids, (list, tuple)) or len(ids) > limits.MAX_IDS_PER_REMOVE:
@@ -145,7 +155,7 @@ def check_entry_ids(ids: Sequence[str] | None) -> list[str] | None:
     for entry in ids:
         if not isinstance(entry, str) or not entry or len(entry) > limits.MAX_ENTRY_ID_CHARS:
             raise MemoryStoreError(f"entry id {describe(entry)} is not an entry id")
-    return list(ids)
+    return list(dict.fromkeys(ids))
 
 
 def check_segment_labels(labels: Any) -> list[str] | None:

@@ -252,3 +252,28 @@ def http_server(tmp_path: Path, clip_model: str) -> Iterator[Callable[..., str]]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker_dirs(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny checkpoint folder per ranker family the project supports, keyed by `model_type`."""
+    from rar_tools.testing.tiny_families import write_tiny_gemma3, write_tiny_qwen3vl, write_tiny_qwen25vl
+
+    out = tmp_path_factory.mktemp("tiny-rankers")
+    return {
+        "qwen2_vl": tiny_models_dir / "mllm",
+        "llava": tiny_models_dir / "llava",
+        "qwen2_5_vl": write_tiny_qwen25vl(out / "qwen2.5-vl"),
+        "qwen3_vl": write_tiny_qwen3vl(out / "qwen3-vl"),
+        "gemma3": write_tiny_gemma3(out / "gemma3"),
+    }
+
+
+MODEL_FIXTURES = frozenset({"tiny_models_dir", "clip_model"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that load tiny checkpoints `models`, so `-m "not models"` runs the fast rest."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)

@@ -74,6 +74,7 @@ ODD_FILES: dict[str, tuple[bytes, tuple[int, int, int]]] = {
     ),
     "transparent.png": (encoded(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), "PNG"), (255, 255, 255)),
     "grey-alpha.png": (encoded(Image.new("LA", (8, 8), (0, 0)), "PNG"), (255, 255, 255)),
+    "float-0-to-1.tiff": (encoded(Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), "F"), "TIFF"), (128,) * 3),
 }
 
 
@@ -211,7 +212,26 @@ CHROMA_REJECTS = ["-bad", "bad-", "a..b", "ab\n", "x" * 65, "ümlaut", "a/b", "a
 BAD_ARGUMENTS: dict[str, tuple[str, dict, str]] = {
     "k-zero": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": 0}, "greater than or equal to 1"),
     "k-above-limit": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": 51}, "less than or equal to 50"),
-    "k-not-a-number": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": "five"}, "valid integer"),
+    "k-not-a-number": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": "five"}, "got the string 'five'"),
+    "k-true": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": True}, "got the boolean true"),
+    "k-numeric-string": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": "3"}, "got the string '3'"),
+    "views-true": ("retrieve_candidates", {"memory": "m", "image": GOOD, "views": True}, "got the boolean true"),
+    "box-coordinate-false": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "box": [False, 0, 5, 5]},
+        "got the boolean false",
+    ),
+    "box-normalized-yes": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "box_normalized": "yes"},
+        "expected true or false, got 'yes'",
+    ),
+    "thumbnails-one": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "thumbnails": 1},
+        "expected true or false, got 1",
+    ),
+    "max-labels-true": ("list_memories", {"max_labels": True}, "got the boolean true"),
     "unknown-memory": ("retrieve_candidates", {"memory": "nope", "image": GOOD}, "memory 'nope' does not exist"),
     "unknown-mode": ("retrieve_candidates", {"memory": "m", "image": GOOD, "mode": "both"}, "'auto', 'image' or"),
     **{
@@ -224,6 +244,13 @@ BAD_ARGUMENTS: dict[str, tuple[str, dict, str]] = {
     "label-whitespace": ("add_to_memory", {"memory": "m", "labels": [" \t "]}, "label is empty"),
     "label-10kB": ("add_to_memory", {"memory": "m", "labels": ["x" * 10_000]}, "at most 200 characters"),
     "label-control-chars": ("add_to_memory", {"memory": "m", "labels": ["red\x00\x1b[31m"]}, "control characters"),
+    "label-zero-width-only": ("add_to_memory", {"memory": "m", "labels": ["\u200b\u200d"]}, "no visible character"),
+    "image-label-filler-only": (
+        "add_to_memory",
+        {"memory": "m", "label": "\u3164", "images": [GOOD]},
+        "no visible character",
+    ),
+    "candidate-invisible": ("rank_candidates", {"image": GOOD, "candidates": ["a", "\ufeff"]}, "no visible char"),
     "one-bad-label-of-three": ("add_to_memory", {"memory": "m", "labels": ["a", "b\x07", "c"]}, "control characters"),
     "image-label-10kB": ("add_to_memory", {"memory": "m", "label": "y" * 10_000, "images": [GOOD]}, "at most 200"),
     "image-label-whitespace": ("add_to_memory", {"memory": "m", "label": "\n\n", "images": [GOOD]}, "is empty"),

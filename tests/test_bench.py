@@ -108,6 +108,17 @@ def test_rank_reports_both_modes_per_k(document: dict[str, Any]) -> None:
         assert row["generate_over_score"] == pytest.approx(row["generate"]["p50_ms"] / row["score"]["p50_ms"])
 
 
+def test_rank_times_score_mode_variants_side_by_side_with_their_model_calls(document: dict[str, Any]) -> None:
+    """Split against joint tokens, and N orders costing 2N model calls (a prompt pass and a batch each)."""
+    for k, row in figures(document, "rank")["by_k"].items():
+        variants = row["score_variants"]
+        orders = {"5": [3, 5], "10": [3, 10]}[k]
+        assert list(variants) == ["split", "joint", *(f"joint, {n} orders" for n in orders)]
+        assert variants["split"]["over_split"] == 1.0 and all(v["n"] == 2 for v in variants.values())
+        assert variants["split"]["model_calls"] == variants["joint"]["model_calls"] == 2
+        assert [variants[f"joint, {n} orders"]["model_calls"] for n in orders] == [2 * n for n in orders]
+
+
 def test_e2e_reports_both_tools_in_process_over_stdio_and_direct(document: dict[str, Any]) -> None:
     e2e = figures(document, "e2e")
     for tool in ("retrieve_candidates", "recognize"):

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rar_tools.cli import build_parser, main, read_label_file, settings_from
+from rar_tools.cli import build_parser, main, settings_from
 from rar_tools.cli_flags import image_argument
 from rar_tools.errors import RarToolsError
+from rar_tools.label_lists import read_label_file
 
 
 @pytest.fixture

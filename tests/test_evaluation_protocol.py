@@ -118,6 +118,18 @@ def test_resume_with_another_k_is_refused(eval_settings: Settings, labelled_fold
         )
 
 
+def test_resume_with_other_ranking_settings_is_refused(
+    eval_settings: Settings, labelled_folder: Path, tmp_path: Path
+) -> None:
+    dataset, config = load_dataset(labelled_folder), EvalConfig(shots=(1,), methods=("clip-knn",), limit=2)
+    evaluate(eval_settings, dataset, config, tmp_path / "out")
+    for changed in ({"rank_permutations": 3}, {"score_normalisation": "mean"}):
+        with pytest.raises(EvaluationError, match="settings differ"):
+            evaluate(
+                eval_settings.model_copy(update=changed), dataset, config, tmp_path / "out", RunOptions(resume=True)
+            )
+
+
 def test_user_memories_are_never_touched(eval_settings: Settings, labelled_folder: Path, tmp_path: Path) -> None:
     config = EvalConfig(shots=(1,), methods=("clip-zero-shot", "clip-knn"), limit=2)
     evaluate(eval_settings, load_dataset(labelled_folder), config, tmp_path / "out")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def test_base64_and_data_url_give_the_same_image_and_hash(tmp_path: Path) -> Non
     plain = load_image(base64.b64encode(data).decode())
     url = load_image("data:image/png;base64," + base64.b64encode(data).decode())
     from_file = load_image(write(tmp_path, "x.png", data))
-    assert plain.sha256 == url.sha256 == from_file.sha256
+    assert plain.sha256 == url.sha256 == from_file.sha256 == hashlib.sha256(data).hexdigest()
     assert plain.source_path is None and url.image.getpixel((0, 0)) == (1, 2, 3)
 
 
@@ -127,6 +128,15 @@ def test_sixteen_bit_grey_is_scaled_to_eight_bits(tmp_path: Path) -> None:
     assert load_image(path).image.getpixel((0, 0)) == (255, 255, 255)
 
 
+@pytest.mark.parametrize("value, expected", [(0.5, 128), (1.0, 255), (200.0, 200)], ids=["half", "one", "above-one"])
+def test_float_tiff_is_scaled_from_0_to_1_when_its_values_stay_within(
+    tmp_path: Path, value: float, expected: int
+) -> None:
+    path = tmp_path / "float.tiff"
+    Image.fromarray(np.full((4, 4), value, dtype=np.float32), "F").save(path)
+    assert load_image(str(path)).image.getpixel((0, 0)) == (expected,) * 3
+
+
 def test_cmyk_jpeg_converts_to_rgb(tmp_path: Path) -> None:
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(path)
@@ -154,3 +164,34 @@ def test_stored_copy_is_bounded_and_content_addressed(tmp_path: Path) -> None:
 def test_paths_with_nul_characters_are_refused(source: str) -> None:
     with pytest.raises(ImageInputError, match="NUL character"):
         load_image(source)
+
+
+ACCEPTED_FORMATS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]
+BASE64_FORMS = {
+    "plain": lambda data: base64.b64encode(data).decode(),
+    "wrapped-76": lambda data: base64.encodebytes(data).decode(),  # what the `base64` command writes
+    "url-safe": lambda data: base64.urlsafe_b64encode(data).decode(),
+}
+
+
+@pytest.mark.parametrize("form", sorted(BASE64_FORMS))
+@pytest.mark.parametrize("fmt", ACCEPTED_FORMATS)
+def test_base64_of_every_accepted_format_is_read_as_an_image(fmt: str, form: str) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20), (200, 40, 40)).save(buffer, format=fmt)
+    loaded = load_image(BASE64_FORMS[form](buffer.getvalue()))
+    assert loaded.image.size == (30, 20) and loaded.source_path is None
+
+
+def test_a_jpeg_base64_starting_with_a_slash_is_data_not_a_path() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="JPEG")
+    text = base64.b64encode(buffer.getvalue()).decode()
+    assert text.startswith("/9j/")
+    limits = ImageLimits(allowed_dirs=(Path("/nonexistent-allowed-folder"),))  # a path here would be refused
+    assert load_image(text, limits).image.size == (8, 8)
+
+
+def test_a_path_is_still_a_path_when_it_is_not_base64_of_an_image(tmp_path: Path) -> None:
+    path = write(tmp_path, "abcdefghijklmnopqrstuvwxyz.png", png_bytes(Image.new("RGB", (3, 3))))
+    assert load_image(path).source_path == str(Path(path).resolve())

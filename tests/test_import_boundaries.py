@@ -3,6 +3,7 @@
 - Production code never imports the test helpers (`rar_tools.testing`); the benchmark alone may, at
   call time, to write its random checkpoints.
 - Nothing outside `rar_tools.bench` imports the benchmark, except the CLI's `bench` command, at call time.
+- Nothing outside `rar_tools.release` imports the distribution builder (it runs `npx`).
 - The evaluation's dataset loader does not import the API (and so no models).
 - The modules the CLI reads to build its parser import no torch, transformers, open_clip or chromadb.
 """
@@ -111,6 +112,10 @@ def test_production_modules_never_import_the_test_helpers() -> None:
 
 def test_only_the_cli_imports_the_benchmark_and_only_when_a_command_runs() -> None:
     assert violations("rar_tools.bench", "rar_tools/bench", CALL_TIME_BENCH_USERS) == []
+
+
+def test_no_production_module_imports_the_distribution_builder() -> None:
+    assert violations("rar_tools.release", "rar_tools/release", set()) == []
 
 
 def test_the_benchmark_imports_the_checkpoint_writers_only_at_call_time() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from PIL import Image
 
 from rar_tools.api import RarTools
@@ -98,9 +99,59 @@ async def test_memory_resources_list_describe_and_serve_exemplars(filled, image_
         assert stored.format == "JPEG"
 
 
+def damage(path: Path, how: str) -> None:
+    """Make a stored exemplar file missing, or damaged (bytes that are not an image)."""
+    if how == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b"\xff\xd8\xff garbage, not a JPEG any more" * 10)
+
+
+def exemplar_entries(tools: RarTools, image: Path, label: str) -> list[str]:
+    """The entry ids supporting `label` when retrieving for `image` (k=3, both kinds)."""
+    found = tools.retrieve("colours", str(image), k=3, mode="auto")
+    return next(c for c in found.candidates if c.label == label).entry_ids
+
+
+@pytest.mark.parametrize("how", ["missing", "damaged"])
+async def test_thumbnails_skip_a_missing_or_damaged_exemplar_with_a_note(filled, image_folder: Path, how: str) -> None:
+    red = exemplar_entries(filled, image_folder / "red" / "2.png", "red")
+    assert len(red) == 2
+    for entry in red:
+        damage(filled.exemplar_file("colours", entry), how)
+    async with Client(create_server(filled)) as client:
+        result = await retrieve(client, image_folder / "red" / "2.png", thumbnails=True)
+    assert not result.is_error, result.content
+    notes = [c.text for c in result.content if c.type == "text" and c.text.startswith("no thumbnail of 'red'")]
+    assert len(notes) == 2 and all(f"is {how}" in note for note in notes)
+    assert sum(c.type == "image" for c in result.content) == 1  # blue's
+    assert len(result.structured_content["candidates"]) == 3
+
+
+async def test_thumbnails_fall_back_to_the_next_exemplar_of_a_candidate(filled, image_folder: Path) -> None:
+    best = exemplar_entries(filled, image_folder / "red" / "2.png", "red")[0]
+    damage(filled.exemplar_file("colours", best), "damaged")
+    async with Client(create_server(filled)) as client:
+        result = await retrieve(client, image_folder / "red" / "2.png", thumbnails=True)
+    texts = [c.text for c in result.content if c.type == "text"]
+    assert any(t.startswith("no thumbnail of 'red'") and best in t for t in texts)
+    assert sum(c.type == "image" for c in result.content) == 2  # red's second exemplar, and blue's
+
+
+@pytest.mark.parametrize("how", ["missing", "damaged"])
+async def test_the_resource_of_a_missing_or_damaged_exemplar_says_so(filled, image_folder: Path, how: str) -> None:
+    entry = (
+        filled.retrieve("colours", str(image_folder / "red" / "0.png"), k=1, mode="image").candidates[0].entry_ids[0]
+    )
+    damage(filled.exemplar_file("colours", entry), how)
+    async with Client(create_server(filled)) as client:
+        with pytest.raises(Exception, match=f"stored copy of exemplar entry '{entry}' is {how}"):
+            await client.read_resource(f"memory://colours/{entry}")
+
+
 async def test_unknown_memory_resource_is_an_error(filled) -> None:
     async with Client(create_server(filled)) as client:
-        with pytest.raises(Exception, match="does not exist"):
+        with pytest.raises(MCPError, match="does not exist"):
             await client.read_resource("memory://nothing-here")
 
 

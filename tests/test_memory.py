@@ -14,7 +14,7 @@ from PIL import Image
 
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
-from rar_tools.errors import EncoderMismatchError, MemoryStoreError
+from rar_tools.errors import EncoderMismatchError, ImageInputError, MemoryStoreError
 from rar_tools.memory import KINDS_KEY, Entry, ExemplarImage, MemoryStore, NewEntry, check_memory_name, entry_id
 
 IDENTITY = EncoderIdentity(model="test", pretrained="none", dim=4)
@@ -79,7 +79,7 @@ def test_same_image_with_another_label_is_a_new_entry(tools: RarTools, image_fol
 
 def test_one_bad_image_stores_nothing(tools: RarTools, image_folder: Path) -> None:
     good = str(image_folder / "red" / "0.png")
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(ImageInputError, match="does not exist"):
         tools.add_images("birds", [good, str(image_folder / "missing.png")], "cardinal")
     assert "birds" not in tools.store.names()
     assert not (tools.store.images_dir).exists() or not list(tools.store.images_dir.rglob("*.jpg"))
@@ -111,7 +111,11 @@ def test_label_texts_are_stored_with_hierarchy(tools: RarTools) -> None:
         ("   ", "empty"),
         ("x" * 201, "limit is 200"),
         ("bad\x00label", "control characters"),
+        ("\u200b\u2060\ufeff", "no visible character"),
+        ("\u3164 \u200d", "no visible character"),
+        ("\u0301", "no visible character"),
     ],
+    ids=["empty", "blank", "too-long", "control", "zero-width", "filler", "lone-accent"],
 )
 def test_bad_labels_are_refused(tools: RarTools, label: str, expected: str) -> None:
     with pytest.raises(MemoryStoreError, match=expected):
@@ -121,6 +125,16 @@ def test_bad_labels_are_refused(tools: RarTools, label: str, expected: str) -> N
 def test_label_whitespace_is_normalised(tools: RarTools) -> None:
     result = tools.add_labels("zs", ["  Blue \t Jay "])
     assert [e.label for e in tools.store.entries("zs", result.entry_ids).values()] == ["Blue Jay"]
+
+
+def test_a_label_typed_composed_or_decomposed_is_one_label(tools: RarTools, image_folder: Path) -> None:
+    image = str(image_folder / "red" / "0.png")
+    composed = tools.add_images("m", [image], "caf\u00e9 bird")
+    decomposed = tools.add_images("m", [image], "cafe\u0301 bird")
+    assert (decomposed.added, decomposed.already_present) == (0, 1)
+    assert decomposed.entry_ids == composed.entry_ids
+    assert tools.list_memories().memories[0].labels == {"caf\u00e9 bird": 1}
+    assert tools.remove("m", label="cafe\u0301 bird").removed == 1
 
 
 def test_removal_by_label_deletes_unused_exemplar_files(tools: RarTools, image_folder: Path) -> None:
@@ -141,6 +155,12 @@ def test_removal_by_entry_id(tools: RarTools, image_folder: Path) -> None:
     added = tools.add_images("birds", [str(p) for p in (image_folder / "green").iterdir()], "parrot")
     result = tools.remove("birds", entry_ids=added.entry_ids[:2])
     assert (result.removed, result.count) == (2, 1)
+
+
+def test_an_entry_id_given_twice_is_removed_once(tools: RarTools) -> None:
+    added = tools.add_labels("zs", ["a", "b"])
+    result = tools.remove("zs", entry_ids=[added.entry_ids[0]] * 2)
+    assert (result.removed, result.count) == (1, 1)
 
 
 def test_removal_needs_a_target(tools: RarTools) -> None:

@@ -371,3 +371,23 @@ def test_create_ranker_picks_the_endpoint_backend_for_a_url(server: FakeServer):
     made = create_ranker(RankerConfig(url=server.url))
     assert isinstance(made, OpenAICompatRanker)
     made.close()
+
+
+# --- several candidate orders ------------------------------------------------------------------
+
+
+def test_two_orders_send_rotated_lists_and_fuse_the_answers_by_borda(server: FakeServer):
+    server.reply_json(completion("['Cardinal', 'Blue Jay', 'American Robin', 'Blue Grosbeak']"))
+    server.reply_json(completion("['Cardinal', 'American Robin', 'Blue Jay', 'Blue Grosbeak']"))
+    result = ranker(server.url, permutations=2).rank(request())
+    prompts = [sent["json"]["messages"][0]["content"][1]["text"] for sent in server.requests]
+    assert "['Blue Jay', 'Cardinal', 'American Robin', 'Blue Grosbeak']" in prompts[0]
+    assert "['American Robin', 'Blue Grosbeak', 'Blue Jay', 'Cardinal']" in prompts[1]
+    # Borda points 3+3, 2+1, 1+2, 0+0 of 12; Blue Jay and American Robin tie and keep the input order.
+    assert [(r.label, r.score) for r in result.ranked] == [
+        ("Cardinal", 0.5),
+        ("Blue Jay", 0.25),
+        ("American Robin", 0.25),
+        ("Blue Grosbeak", 0.0),
+    ]
+    assert result.raw_text.count("--- next order ---") == 1 and result.timings["orders"] == 2

@@ -17,7 +17,7 @@ from rar_tools.region_recognition import (
     region_query,
     whole_image_query,
 )
-from rar_tools.regions import Box, prompted_view
+from rar_tools.regions import Box, context_view, prompted_view, rar_crop, view_image
 
 BOX = Box(60.0, 40.0, 120.0, 100.0)
 
@@ -136,3 +136,31 @@ def test_ranker_sees_the_crop_or_the_marked_region(picture: Image.Image) -> None
 def test_context_image_is_the_whole_picture_with_the_region_marked(picture: Image.Image) -> None:
     _, context = ranker_images(picture, BOX, "crop", True, ViewConfig(side=64), side=100)
     assert context.size == (100, 75) and red_pixels(context) > 0
+
+
+def test_two_views_are_the_tight_view_and_the_most_different_context_view() -> None:
+    scene = np.full((300, 400, 3), 100, np.uint8)
+    scene[:, 370:] = (250, 10, 10)  # only the views reaching x >= 370 differ from the box;
+    scene[::7, 370:] = 0  # with these lines, the whole image (t = 1) differs most (tests/test_region_values.py)
+    image, box = Image.fromarray(scene), Box(150.0, 100.0, 210.0, 160.0)
+    config = ViewConfig(side=64)
+    query = region_query(image, box, views=2, car_filter=False, config=config)
+    assert (query.steps, query.weights) == ((0.0, 1.0), (0.5, 0.5))
+    assert np.array_equal(np.asarray(query.views[1]), np.asarray(view_image(image, Box(0, 0, 400, 300), 64)))
+
+
+def test_the_region_context_setting_reaches_the_crop_the_prompts_and_the_ranker(picture: Image.Image) -> None:
+    config = ViewConfig(side=64, margin=0.0, blur_radius=2.0)  # no context: every view is the box alone
+    query = region_query(picture, BOX, views=1, car_filter=True, config=config)
+    box_alone = np.asarray(context_view(picture, BOX, 64, 0.0)[0])
+    assert np.array_equal(np.asarray(query.views[0]), box_alone)
+    grey = np.asarray(query.prompts[1])
+    assert np.array_equal(grey, box_alone)  # nothing outside the box to grey
+    shown, _ = ranker_images(picture, BOX, "crop", False, config, side=128)
+    assert np.array_equal(np.asarray(shown), np.asarray(context_view(picture, BOX, 128, 0.0)[0]))
+
+
+def test_the_ranker_crop_blurs_in_proportion_to_its_size(picture: Image.Image) -> None:
+    config = ViewConfig(side=64, blur_radius=3.0)
+    shown, _ = ranker_images(picture, BOX, "crop", False, config, side=128)
+    assert np.array_equal(np.asarray(shown), np.asarray(rar_crop(picture, BOX, 128, None, 6.0)))

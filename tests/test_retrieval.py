@@ -118,6 +118,39 @@ def test_retrieval_after_a_removal_starts_from_a_narrow_width_again(crowded_stor
     assert spy.asked == [64, 256]  # the width learned before the removal is forgotten
 
 
+def one_label_texts(count: int) -> list[NewEntry]:
+    """`count` label texts of one label near the query direction e0."""
+    return [NewEntry("crowd", "text", f"t{i}", unit(np.eye(8)[0] + 0.1 * np.eye(8)[1 + i % 7])) for i in range(count)]
+
+
+def test_a_full_neighbour_list_may_hide_more_labels_so_the_search_widens(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    store.add("m", IDENTITY, one_label_texts(64))
+    spy = WidthSpy(store)
+    retriever = Retriever(spy)
+    assert [c.label for c in retriever.retrieve("m", IDENTITY, unit(np.eye(8)[0]), k=2).candidates] == ["crowd"]
+    assert spy.asked == [64, 256]  # 64 of 64 came back: there could have been more
+    assert retriever.widths == {("m", 2, store.generation("m")): 256}
+
+
+def test_a_search_the_first_width_answers_teaches_nothing(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    store.add("m", IDENTITY, one_label_texts(3) + [NewEntry("other", "text", "o", unit(np.ones(8)))])
+    retriever = Retriever(store)
+    retriever.retrieve("m", IDENTITY, unit(np.eye(8)[0]), k=2)
+    assert retriever.widths == {}
+
+
+def test_widths_of_an_older_generation_are_dropped(crowded_store) -> None:
+    store, query = crowded_store
+    retriever = Retriever(store)
+    retriever.retrieve("m", IDENTITY, query, k=5, mode="image")
+    before = store.generation("m")
+    store.remove("m", label="other 8")
+    retriever.retrieve("m", IDENTITY, query, k=5, mode="image")
+    assert retriever.widths == {("m", 5, store.generation("m")): 256} and store.generation("m") != before
+
+
 def test_a_dropped_memory_made_again_starts_narrow(crowded_store) -> None:
     store, query = crowded_store
     retriever = Retriever(store)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rar_tools.api import check_label
-from rar_tools.cli import read_label_file, vocabularies
+from rar_tools.label_lists import read_label_file, vocabularies
 
 SIZES = {"lvis_v1": 1203, "cub_200": 200, "fgvc_aircraft": 100, "oxford_flowers_102": 102, "oxford_pets": 37}
 

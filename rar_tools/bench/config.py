@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TypeVar
 
 SECTIONS = ("encode", "add", "retrieve", "rank", "e2e")
 OPTIONAL_SECTIONS = ("segment", "describe")  # run only when named in --sections
 TINY_RANKER = "tiny"
 RANDOM_QWEN25_VL_3B = "random-qwen2.5-vl-3b"
 HNSW_KEYS = ("space", "ef_construction", "ef_search", "max_neighbors")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class BenchConfig:
     labels: int = 1000
     queries: int = 200
     ks: tuple[int, ...] = (5, 20)
+    permutations: tuple[int, ...] = (3,)
     e2e_images: int = 8
     hnsw: tuple[tuple[str, int | str], ...] = ()
     chroma_url: str | None = None
@@ -109,6 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=positive, default=1000, help="labels the retrieval memories are spread over")
     parser.add_argument("--queries", type=positive, default=200, help="retrieval queries per memory size")
     parser.add_argument("--ks", type=positive, nargs="+", default=[5, 20], help="candidate counts")
+    parser.add_argument(
+        "--permutations",
+        type=positive,
+        nargs="+",
+        default=[3],
+        help="candidate orders timed in score mode besides N = k (rank section; default 3)",
+    )
     parser.add_argument("--e2e-images", type=positive, default=8, help="exemplars in the end-to-end memory")
     parser.add_argument(
         "--hnsw",
@@ -130,8 +140,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
     """A `BenchConfig` from parsed `rar-tools bench` flags."""
-    given = {f.name: getattr(args, f.name) for f in fields(BenchConfig) if hasattr(args, f.name)}
-    for name in ("sections", "batch_sizes", "sizes", "ks", "hnsw", "segment_labels"):
+    return dataclass_from(
+        args, BenchConfig, ("sections", "batch_sizes", "sizes", "ks", "permutations", "hnsw", "segment_labels")
+    )
+
+
+def dataclass_from(args: argparse.Namespace, cls: type[T], tuples: tuple[str, ...]) -> T:
+    """`cls` built from the parsed flags named like its fields; list flags in `tuples` become tuples."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    for name in tuples:
         if given.get(name) is not None:
             given[name] = tuple(given[name])
-    return BenchConfig(**given)
+    return cls(**given)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,18 +33,53 @@ def ranker_folder(name: str, work_dir: Path, device: str) -> str:
     return name
 
 
+def random_clip_folder(name: str, work_dir: Path) -> str:
+    """A CLIP model: the tiny random one for `tiny`, the open_clip architecture `name` at real size with
+    random weights (a `local-dir:` folder written once under `work_dir`), or a `local-dir:` / `hf-hub:`
+    model as given."""
+    if name.startswith(("local-dir:", "hf-hub:")):
+        return name
+    writers = testing_module(f"the random CLIP {name}", clip_writers)
+    if name == TINY_RANKER:
+        return f"local-dir:{writers.write_tiny_clip(work_dir / 'tiny-clip')}"
+    folder = work_dir / f"random-{name}"
+    if not (folder / "open_clip_config.json").is_file():
+        try:
+            writers.write_random_clip(folder, name)
+        except ValueError as exc:
+            raise ModelLoadError(
+                f"{exc}: give an open_clip architecture such as ViT-B-16, or local-dir:/hf-hub:"
+            ) from exc
+    return f"local-dir:{folder}"
+
+
 def checkpoint_writers(name: str) -> ModuleType:
-    """The random-checkpoint writers (`rar_tools.testing.tiny_mllm`), imported only when a run asks for
-    one; a clear `ModelLoadError` where that test code (or `tokenizers`) is not installed."""
+    """The random-checkpoint writers of ranker models (`rar_tools.testing.tiny_mllm`)."""
+    return testing_module(f"--ranker-model {name}", mllm_writers)
+
+
+def mllm_writers() -> ModuleType:
+    from rar_tools.testing import tiny_mllm
+
+    return tiny_mllm
+
+
+def clip_writers() -> ModuleType:
+    from rar_tools.testing import tiny_models
+
+    return tiny_models
+
+
+def testing_module(what: str, load: Callable[[], ModuleType]) -> ModuleType:
+    """A module of `rar_tools.testing`, imported only when a run asks for a random checkpoint; a clear
+    `ModelLoadError` where that test code (or `tokenizers`) is not installed."""
     try:
-        from rar_tools.testing import tiny_mllm
+        return load()
     except ImportError as exc:
         raise ModelLoadError(
-            f"--ranker-model {name} writes a random test checkpoint with rar_tools.testing, which cannot be "
-            f"imported here ({exc}): install rar-tools with its test helpers, or give a transformers model "
-            "id or folder"
+            f"{what} is written as a random test checkpoint with rar_tools.testing, which cannot be "
+            f"imported here ({exc}): install rar-tools with its test helpers, or give a model id or folder"
         ) from exc
-    return tiny_mllm
 
 
 @dataclass

@@ -57,6 +57,8 @@ ANSWER_SETTINGS = (
     "ranker_api_model",
     "ranker_max_new_tokens",
     "ranker_image_side",
+    "score_normalisation",
+    "rank_permutations",
 )
 
 

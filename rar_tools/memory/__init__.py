@@ -5,6 +5,9 @@ files their image entries point at, owned together by one `MemoryStore`.
 - `index`: the Chroma collections (the only module that speaks Chroma).
 - `files`: the content-addressed exemplar copies.
 - `entries`: the typed values (`NewEntry`, `ExemplarImage`, `Entry`, `Hit`, ...).
+- `faults`: read-only and full data folders, found before a write and named in a failed one.
+- `snapshot`: opening the embedded index in place, or from a read-only copy when it cannot be written.
+- `orphans`: collecting exemplar files no entry references, in the background after opening.
 
 Importing this package imports neither chromadb nor torch: chromadb loads when a store opens a client.
 """

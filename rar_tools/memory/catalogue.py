@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -28,6 +29,8 @@ from typing import Any
 
 from rar_tools.limits import EntryKind
 from rar_tools.memory.names import chunks
+
+log = logging.getLogger(__name__)
 
 CATALOGUE = "rartools.catalogue"  # not "rar-...": never mistaken for a memory
 COMPACT_AFTER = 16  # deltas of a memory before they are folded into its snapshot
@@ -107,9 +110,12 @@ class Catalogue:
         call started), then mark it catalogued; returns the counts."""
         _, _, deltas = self._read(memory)
         counts: Counts = dict(Counter((m["label"], m["kind"]) for m in metadatas))
-        self._write_snapshot(memory, counts)
-        self._delete(list(deltas))
-        self.mark_catalogued(memory)
+        try:
+            self._write_snapshot(memory, counts)
+            self._delete(list(deltas))
+            self.mark_catalogued(memory)
+        except Exception as exc:  # a full disk: the counts are right, and counted again next time
+            log.warning("could not record the counts of memory %r: %s", memory, exc)
         return counts
 
     def read_marks(self, memory: str) -> dict[str, int]:

@@ -3,7 +3,8 @@
 A copy is named by the sha256 of its source (`images/ab/abcd....jpg`), so one picture stored under
 several labels or in several memories is one file. A copy is written to a temporary file
 (`PARTIAL_PREFIX`), fsynced and renamed into place, and its folder is fsynced, before any entry
-points at it; a killed process leaves at most a partial file, which the next store tidies away.
+points at it; a killed process leaves at most a partial file, which the next store tidies away, or a
+copy no entry references, which the next store collects (`orphans`).
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from PIL import Image
 
+from rar_tools.errors import ExemplarFileError
+
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".tmp-"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 IMAGES_FOLDER = "images"
+READD = "; remove the entry and add the image again"
 
 
 class Picture(Protocol):
@@ -68,9 +74,27 @@ def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
     sync_folder(target.parent)
 
 
-def thumbnail_jpeg(path: Path, max_side: int = 128, quality: int = 80) -> bytes:
-    """A small JPEG of a stored image, for showing in a host."""
-    with Image.open(path) as image:
+def read_exemplar(path: Path, what: str) -> bytes:
+    """The bytes of a stored exemplar copy, checked to decode; a missing, unreadable or damaged copy
+    is an `ExemplarFileError` naming `what` (e.g. "exemplar entry 'ab12...'") and the problem."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ExemplarFileError(f"the stored copy of {what} is missing ({path.name}){READD}") from exc
+    except OSError as exc:
+        raise ExemplarFileError(f"the stored copy of {what} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception as exc:  # Pillow raises many types on damaged files
+        reason = f"{type(exc).__name__}: {exc}"
+        raise ExemplarFileError(f"the stored copy of {what} is damaged ({reason}){READD}") from exc
+    return data
+
+
+def thumbnail_jpeg(path: Path, max_side: int = 128, quality: int = 80, what: str = "an exemplar") -> bytes:
+    """A small JPEG of a stored image, for showing in a host (`read_exemplar`'s errors)."""
+    with Image.open(io.BytesIO(read_exemplar(path, what))) as image:
         small = image.convert("RGB")
         small.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
@@ -128,6 +152,14 @@ class ExemplarFiles:
             write_atomically(target, lambda handle: handle.write(data))
         return str(target.relative_to(self.data_dir))
 
+    def stored_shas(self) -> Iterator[str]:
+        """The sha256 of every stored copy (partial files excluded), folder by folder."""
+        if not self.images_dir.is_dir():
+            return
+        for folder in sorted(self.images_dir.iterdir()):
+            if folder.is_dir() and len(folder.name) == 2:
+                yield from (p.stem for p in folder.glob("*.jpg") if SHA256.fullmatch(p.stem))
+
     def resolve(self, image_file: str) -> Path:
         """The absolute path of a copy recorded as `image_file` (relative to the data folder)."""
         return self.data_dir / image_file
@@ -136,7 +168,12 @@ class ExemplarFiles:
         """Delete partial files an interrupted add left behind."""
         return remove_partial_files(self.images_dir)
 
-    def delete(self, shas: Iterable[str]) -> None:
-        """Delete the copies of `shas` (the caller has checked no entry uses them)."""
+    def delete(self, shas: Iterable[str]) -> int:
+        """Delete the copies of `shas` (the caller has checked no entry uses them); how many existed."""
+        deleted = 0
         for sha in shas:
-            self.path(sha).unlink(missing_ok=True)
+            path = self.path(sha)
+            if path.exists():
+                path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted

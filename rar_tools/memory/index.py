@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from rar_tools.errors import EncoderMismatchError, MemoryStoreError
+from rar_tools.errors import DiskFaultError, EncoderMismatchError, MemoryStoreError
 from rar_tools.identity import EncoderIdentity
 from rar_tools.limits import ENTRY_KINDS, EntryKind
 from rar_tools.memory.entries import NewEntry
+from rar_tools.memory.faults import describe_problem, problem_of
 from rar_tools.memory.names import chunks, collection_name, memory_of, now
 
 SCHEMA_VERSION = 1
@@ -112,10 +113,13 @@ class ChromaIndex:
         self.get(name).modify(name=collection_name(new_name))
 
     # -- entries -----------------------------------------------------------------------------
-    def add_new(self, collection: Collection, entries: Mapping[str, NewEntry]) -> tuple[list[str], list[str]]:
+    def add_new(
+        self, collection: Collection, entries: Mapping[str, NewEntry], added: list[str] | None = None
+    ) -> tuple[list[str], list[str]]:
         """Store the entries (by id) not already present, in chunks within Chroma's batch size;
-        returns (ids added, ids already present)."""
-        added: list[str] = []
+        returns (ids added, ids already present). `added`, when given, is filled as chunks are stored,
+        so that a caller knows what a failed call stored before it failed."""
+        added = [] if added is None else added
         present: list[str] = []
         for chunk in chunks(list(entries), self.max_batch):
             existing = set(collection.get(ids=chunk, include=[])["ids"])
@@ -289,15 +293,24 @@ def check_encoder(name: str, stored: EncoderIdentity | None, current: EncoderIde
 
 # -- clients ----------------------------------------------------------------------------------
 def open_persistent_client(path: Any) -> Any:
-    """An embedded Chroma client on the folder `path` (a Path), telemetry off."""
+    """An embedded Chroma client on the folder `path` (a Path), telemetry off. A failure names a
+    read-only or full data folder when that is the cause."""
     import chromadb
+    from chromadb.api.shared_system_client import SharedSystemClient
     from chromadb.config import Settings as ChromaSettings
 
-    path.mkdir(parents=True, exist_ok=True)
     try:
+        path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(path), settings=ChromaSettings(anonymized_telemetry=False))
-    except Exception as exc:  # Chroma raises many types for a damaged or foreign folder
-        raise MemoryStoreError(f"cannot open the memory index at {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # Chroma raises many types for a damaged, foreign or unwritable folder
+        # Chroma keeps the half-made client of a failed open; the next open in this process would reuse
+        # it and fail with "'RustBindingsAPI' object has no attribute 'bindings'" instead of the cause.
+        SharedSystemClient.clear_system_cache()
+        problem = problem_of(exc)
+        message = f"cannot open the memory index at {str(path)!r}: {type(exc).__name__}: {exc}"
+        if problem is not None:
+            raise DiskFaultError(f"{describe_problem(problem, path.parent)}: {message}") from exc
+        raise MemoryStoreError(message) from exc
 
 
 def open_http_client(url: str, database: str = "default_database") -> Any:

@@ -170,6 +170,16 @@ class Mirrors:
             mirror.marks[self.writer] = self._seq
         self._write_mark(name, self.writer, self._seq)
 
+    def invalidate(self, name: str) -> None:
+        """A write to memory `name` failed part-way: forget its mirror (rebuilt from Chroma by the
+        next search) and move this store's mark, so that other stores rebuild theirs too."""
+        self._mirrors.pop(name, None)
+        self._seq += 1
+        try:
+            self._write_mark(name, self.writer, self._seq)
+        except Exception as exc:  # the failure may be the server's: its next write moves the mark
+            log.warning("could not mark the failed write to memory %r for other stores: %s", name, exc)
+
     def dropped(self, name: str) -> None:
         """Memory `name` was dropped (or replaced): forget its mirror, and mark it for others."""
         self._mirrors.pop(name, None)

@@ -24,34 +24,32 @@ def relabel(
     derived for it, with the same embeddings and files, then the old ones removed. `levels`
     (category, parent) replace the entries' own when given. Returns (new ids, ids not found).
     Idempotent; a kill between the two steps leaves both, and running it again finishes."""
+    doing = f"relabelling entries of memory {name!r}"
     with store.writing(name):
         collection = store.index.get(name)
+        store.check_writable(doing)
         found = store.index.with_embeddings(collection, ids=list(ids)) if ids else {}
         if label is not None:
             found.update(store.index.with_embeddings(collection, where={"label": label}))
         moving = {i: row for i, row in found.items() if row[0]["label"] != to_label}
         entries = [moved_entry(metadata, embedding, to_label, levels) for metadata, embedding in moving.values()]
-        outcome = store._store_entries(name, collection, entries)
-        store.index.delete(collection, list(moving))
-        if moving:
-            store._next_generation(name)
-            store.mirrors.wrote(name, removed=list(moving))
-            store._counted(name, [(m["label"], m["kind"]) for m, _ in moving.values()], -1)
-        for old in moving:
-            store.entry_labels.pop(old, None)
+        with store.guard.faults(doing, then="relabelling the same again completes it"):
+            outcome = store.store_entries(name, collection, entries, [])
+            store.index.delete(collection, list(moving))
+        store.took_away(name, collection, {i: metadata for i, (metadata, _) in moving.items()})
         return outcome.added + outcome.already_present, [i for i in ids if i not in found]
 
 
 def replace(store: MemoryStore, name: str, staging: str) -> None:
     """Make memory `staging` (written with ids derived for `name`) memory `name`, dropping the
     old one first if it exists. A kill in between leaves `staging` whole: call again to finish."""
-    with store.writing(name):
+    with store.writing(name, f"replacing memory {name!r} with its re-embedded copy"):
         if store.exists(name):
             store.drop(name)
         store.index.rename(staging, name)
         store.catalogue.forget(staging)
         store.mirrors.dropped(staging)
-        store._next_generation(staging)
+        store.next_generation(staging)
         store.label_counts(name)  # the counts of the memory under its new name
 
 

@@ -81,6 +81,7 @@ def import_memory(
     name = name or archive.memory
     check_target(store, archive, name)
     archive.verify()
+    store.check_writable(f"importing into memory {name!r}")
     added = present = done = 0
     for rows, embeddings in archive.pages():
         copies = {row["sha256"]: archive.image_bytes(row["image_file"]) for row in rows if "image_file" in row}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
-from rar_tools.limits import Fallback, RankMode
+from rar_tools.limits import Fallback, RankMode, ScoreNormalisation
 
 if TYPE_CHECKING:
     from rar_tools.ranking.messages import Part
@@ -70,7 +70,13 @@ class Ranker(Protocol):
 
 @dataclass(frozen=True)
 class RankerConfig:
-    """How to build a ranker: a local transformers model, or an OpenAI-compatible endpoint."""
+    """How to build a ranker: a local transformers model, or an OpenAI-compatible endpoint.
+
+    `score_normalisation` turns a candidate's token log-probabilities into its score (local score
+    mode, `continuations.reduce_logprobs`); `permutations` ranks in that many cyclic shifts of the
+    candidate order and fuses the results (`permutations.py`); `joint_tokens=False` tokenises each
+    candidate apart from the prompt, as score mode did before joint tokenisation (for the benchmark's
+    comparison only)."""
 
     model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
     device: str = "auto"
@@ -80,3 +86,6 @@ class RankerConfig:
     api_model: str | None = None
     api_key: str | None = None
     timeout_s: float = 60.0
+    score_normalisation: ScoreNormalisation = "sum"
+    permutations: int = 1
+    joint_tokens: bool = True

@@ -2,10 +2,16 @@
 
 Two modes:
 
-* ``score`` (default): the model's mean log-likelihood of each candidate as the first item of its
-  answer list. The shared prompt is encoded once; all k candidates are then scored in one batched
-  forward pass that reuses the prompt's KV cache.
+* ``score`` (default): the model's log-likelihood of each candidate as the first item of its answer
+  list, tokenised jointly with the prompt (`continuations.py`) and reduced by the configured
+  normalisation (sum by default). The shared prompt is encoded once; all k candidates are then
+  scored in one batched forward pass that reuses the prompt's KV cache, continuing the model's own
+  position scheme (1-D, or Qwen-VL's 3-D mrope).
 * ``generate`` (paper-faithful): greedy decoding of the ranked list, parsed by `parse_ranking`.
+
+Both run in `config.permutations` cyclic shifts of the candidate order when that is above 1
+(`permutations.py`). Running out of memory (GPU or CPU) gives a `RankerError` that says what to
+reduce, after the failed call's memory is released, so the next call runs normally.
 
 Any family that `AutoProcessor` + `AutoModelForImageTextToText` load works; the prompt is built with
 the processor's own chat template, and control tokens written inside candidate names are encoded
@@ -14,25 +20,39 @@ as plain text.
 
 from __future__ import annotations
 
+import gc
+import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from rar_tools.devices import resolve_device
 from rar_tools.errors import ModelLoadError, RankerError
 from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankResult
+from rar_tools.ranking.continuations import (
+    ANSWER_OPENING,
+    Continuation,
+    item_text,
+    joint_continuation,
+    reduce_logprobs,
+    split_continuation,
+)
 from rar_tools.ranking.messages import ImagePart, Part, TextPart, image_count, ranking_parts
 from rar_tools.ranking.messages import downscale as downscale  # re-exported: callers import it from here
 from rar_tools.ranking.parsing import generated_ranking
+from rar_tools.ranking.permutations import rank_in_orders
 from rar_tools.ranking.prompts import shown_names
+from rar_tools.ranking.tensors import add_tokens, drop_tokens, pad_right, token_logprobs
 
-ANSWER_OPENING = "["
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+STUB_TEXT = "x"  # the user turn that stands in for the prompt when only the assistant's tokens matter
 # Families trained on one image per prompt: exemplar images are refused rather than mis-shown.
 SINGLE_IMAGE_FAMILIES = frozenset({"llava", "llava_next", "paligemma"})
-# Per-token processor outputs, and the value a token appended to the prompt gets in each.
-PER_TOKEN_FILL = {"attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": 0}
 
 
 def load_model(model: str, device: str):
@@ -93,34 +113,12 @@ def chat_part(part: Part) -> dict:
     raise TypeError(f"not a message part: {part!r}")
 
 
-def add_tokens(inputs: dict, ids: torch.Tensor, at_start: bool = False) -> dict:
-    """`inputs` (batch of one) with text token `ids` prepended or appended, per-token fields kept in step."""
-    out = dict(inputs)
-    for key, fill in [("input_ids", None), *PER_TOKEN_FILL.items()]:
-        if key not in inputs:
-            continue
-        old = inputs[key]
-        new = ids.to(old) if fill is None else torch.full((len(ids),), fill).to(old)
-        parts = [new[None], old] if at_start else [old, new[None]]
-        out[key] = torch.cat(parts, dim=1)
-    return out
-
-
-def pad_right(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded `(ids, mask)` tensors of shape (len(seqs), longest)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) under each position's logits, computed in float32."""
-    logits = logits.float()
-    return logits.gather(-1, targets[..., None])[..., 0] - logits.logsumexp(-1)
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is torch running out of memory: CUDA's error, or the CPU allocator's."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
 
 
 class TransformersRanker:
@@ -141,32 +139,38 @@ class TransformersRanker:
 
     def rank(self, request: RankRequest) -> RankResult:
         """Order `request.candidates` for `request.image`, best first."""
-        with self._lock, torch.inference_mode():
-            try:
-                if request.mode == "generate":
-                    return self._rank_by_generation(request)
-                if request.mode == "score":
-                    return self._rank_by_score(request)
-            except torch.cuda.OutOfMemoryError as exc:
-                torch.cuda.empty_cache()
-                raise RankerError(
-                    f"the GPU ran out of memory ranking {len(request.candidates)} candidates: "
-                    "use fewer candidates or a smaller max_image_side"
-                ) from exc
-        raise RankerError(f"unknown ranking mode {request.mode!r}: use 'score' or 'generate'")
+        if request.mode not in ("score", "generate"):
+            raise RankerError(f"unknown ranking mode {request.mode!r}: use 'score' or 'generate'")
+        return self._within_memory(
+            lambda: rank_in_orders(self._rank_once, request, self.config.permutations),
+            f"ranking {len(request.candidates)} candidates: use fewer candidates, fewer exemplar images, a "
+            "smaller ranker_image_side or fewer rank_permutations",
+        )
 
     def complete(self, parts: list[Part], max_new_tokens: int) -> str:
         """Greedy text for one user turn of `parts` (images and text), at most `max_new_tokens` tokens."""
         self._check_image_count(parts)
+        return self._within_memory(
+            lambda: self._generate(chat_messages(parts, None), max_new_tokens),
+            "writing a description: show fewer or smaller images",
+        )
+
+    def _within_memory(self, run: Callable[[], T], advice: str) -> T:
+        """`run()` under the model's lock; running out of memory (GPU or CPU) becomes a `RankerError`
+        saying "the DEVICE ran out of memory " + `advice`, raised after the failed call's memory is freed."""
         with self._lock, torch.inference_mode():
             try:
-                return self._generate(chat_messages(parts, None), max_new_tokens)
-            except torch.cuda.OutOfMemoryError as exc:
-                torch.cuda.empty_cache()
-                raise RankerError("the GPU ran out of memory: show fewer or smaller images") from exc
+                return run()
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+                if not out_of_memory(exc):
+                    raise
+                log.warning("out of memory %s: %s", advice.split(":")[0], exc)
+            # Here the failed call's tensors are unreferenced (the exception is gone), so they can be freed.
+            self._release_memory()
+        raise RankerError(f"the {self.device} device ran out of memory {advice}")
 
     def candidate_scores(self, request: RankRequest) -> list[float]:
-        """Mean log-prob per candidate: prompt encoded once, candidates batched on its KV cache."""
+        """Per-candidate scores: prompt encoded once, candidates batched on its KV cache."""
         with self._lock, torch.inference_mode():
             return self._cached_scores(*self._score_inputs(request))[0]
 
@@ -176,11 +180,27 @@ class TransformersRanker:
             inputs, conts = self._score_inputs(request)
             return [self._uncached_score(inputs, c) for c in conts]
 
+    def scored_sequences(self, request: RankRequest) -> list[tuple[list[int], list[int]]]:
+        """Per candidate, (the prompt ids the model reads before it, the ids scored as the candidate)."""
+        with self._lock:
+            inputs, conts = self._score_inputs(request)
+        prompt = inputs["input_ids"][0].tolist()
+        return [(prompt[: len(prompt) - c.back], list(c.ids)) for c in conts]
+
     # Modes ----------------------------------------------------------------------------------
+
+    def _rank_once(self, request: RankRequest) -> RankResult:
+        """One ranking call in the request's candidate order."""
+        if request.mode == "generate":
+            return self._rank_by_generation(request)
+        return self._rank_by_score(request)
 
     def _rank_by_score(self, request: RankRequest) -> RankResult:
         start = time.perf_counter()
-        scores, timings = self._cached_scores(*self._score_inputs(request))
+        inputs, conts = self._score_inputs(request)
+        encoded = time.perf_counter()
+        scores, timings = self._cached_scores(inputs, conts)
+        timings["encode_s"] = encoded - start
         probs = torch.tensor(scores, dtype=torch.float64).softmax(0).tolist()
         order = sorted(range(len(scores)), key=lambda i: -probs[i])
         ranked = [RankedLabel(request.candidates[i], probs[i]) for i in order]
@@ -189,8 +209,8 @@ class TransformersRanker:
 
     def _rank_by_generation(self, request: RankRequest) -> RankResult:
         start = time.perf_counter()
-        names, messages = self._messages(request, opening=None)
-        text = self._generate(messages, self.config.max_new_tokens)
+        names, parts = self._parts(request)
+        text = self._generate(chat_messages(parts, None), self.config.max_new_tokens)
         gen_s = time.perf_counter() - start
         timings = {"generate_s": gen_s, "total_s": time.perf_counter() - start}
         return generated_ranking(text, names, request.candidates, timings)
@@ -204,50 +224,99 @@ class TransformersRanker:
 
     # Score-mode internals -------------------------------------------------------------------
 
-    def _score_inputs(self, request: RankRequest) -> tuple[dict, list[list[int]]]:
-        """The prompt ending in the answer opening `[`, and each candidate's `repr` as token ids."""
-        names, messages = self._messages(request, opening=ANSWER_OPENING)
-        conts = [self._text_ids(repr(n)) for n in names]
-        return self._encode(messages), conts
+    def _score_inputs(self, request: RankRequest) -> tuple[dict, list[Continuation]]:
+        """The prompt ending in the answer opening `[`, and each candidate's continuation of it."""
+        names, parts = self._parts(request)
+        inputs = self._encode(chat_messages(parts, ANSWER_OPENING))
+        if not self.config.joint_tokens:
+            return inputs, [split_continuation(self._text_ids(item_text(n)), n, self.tokenizer.decode) for n in names]
+        return inputs, self._joint_continuations(parts, names, inputs["input_ids"][0].tolist())
 
-    def _cached_scores(self, inputs: dict, conts: list[list[int]]):
-        """Mean continuation log-probs (and timings) from one prefix pass + one batched pass."""
+    def _joint_continuations(self, parts: list[Part], names: list[str], prompt: list[int]) -> list[Continuation]:
+        """Each candidate tokenised together with the prompt, split off at their longest common prefix.
+
+        Where the template ends the user turn with a control token (`<|im_start|>assistant`,
+        `<start_of_turn>model`), the tokens after it never depend on what came before, so a one-word
+        user turn stands in for the whole prompt (k short texts to tokenise instead of k long ones).
+        Else the whole chat is rendered and tokenised, without the images' pixels (one placeholder
+        token per image), which changes nothing after the last image, where every candidate lies."""
+        stub = self._candidate_ids([TextPart(STUB_TEXT)], names)
+        tail = stub[0][self._last_control_token(stub[0]) :]
+        if 0 < len(tail) < len(stub[0]) and prompt[-len(tail) :] == tail:
+            context, *joints = stub
+        else:
+            context, *joints = self._candidate_ids(parts, names)
+        conts = [joint_continuation(context, joint, n, self.tokenizer.decode) for joint, n in zip(joints, names)]
+        shared = max(c.back for c in conts) + 1
+        if len(prompt) < shared or prompt[-shared:] != context[-shared:]:
+            raise RankerError(
+                f"the {self.family!r} processor and its tokenizer end the prompt differently, so candidates "
+                "cannot be scored jointly with it: use mode='generate' with this model"
+            )
+        return conts
+
+    def _candidate_ids(self, parts: list[Part], names: list[str]) -> list[list[int]]:
+        """The token ids of `parts` with the answer opened, then with each candidate's item after it."""
+        openings = [ANSWER_OPENING] + [ANSWER_OPENING + item_text(n) for n in names]
+        return self._chat_ids([chat_messages(parts, opening) for opening in openings])
+
+    def _last_control_token(self, ids: list[int]) -> int:
+        """The index of the last added (control) token in `ids`, or len(ids) when there is none."""
+        added = self.tokenizer.added_tokens_decoder
+        return max((i for i, token in enumerate(ids) if token in added), default=len(ids))
+
+    def _cached_scores(self, inputs: dict, conts: list[Continuation]):
+        """Candidate scores (and timings) from one prefix pass + one batched pass over the candidates.
+
+        The prefix pass stops before the last prompt token any candidate's tokenisation replaces;
+        each row then holds the rest of the prompt it keeps, followed by its continuation."""
+        back = max(c.back for c in conts)
+        prompt = inputs["input_ids"][0].tolist()
+        start = len(prompt) - back
         t0 = time.perf_counter()
-        prefix = self.model(**inputs, use_cache=True, logits_to_keep=1)
+        prefix = self.model(**drop_tokens(inputs, back), use_cache=True, logits_to_keep=1)
         self._sync()
         t1 = time.perf_counter()
 
-        k, prefix_len = len(conts), inputs["input_ids"].shape[1]
-        cache = prefix.past_key_values
+        k = len(conts)
+        rows = [prompt[start : len(prompt) - c.back] + list(c.ids) for c in conts]
+        ids, mask = pad_right(rows, self._pad_id(), self.model.device)
+        cache = prefix.cache
         cache.batch_repeat_interleave(k)
-        ids, mask = pad_right(conts, self._pad_id(), self.model.device)
-        attention = torch.cat([inputs["attention_mask"].expand(k, -1), mask], dim=1)
-        positions = self._continuation_positions(inputs, prefix_len, ids.shape[1], k)
-        out = self.model(
-            input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True
-        )
+        attention = torch.cat([inputs["attention_mask"][:, :start].expand(k, -1), mask], dim=1)
+        positions = self._continuation_positions(inputs, start, ids.shape[1], k)
+        out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True)
         # Token j is predicted by the logits one step before it: the prefix's last ones for j = 0.
         logits = torch.cat([prefix.logits[:, -1:].expand(k, -1, -1), out.logits[:, :-1]], dim=1)
-        logprobs = token_logprobs(logits, ids) * mask
-        scores = (logprobs.sum(1) / mask.sum(1)).tolist()
+        logprobs = token_logprobs(logits, ids).tolist()
+        scores = [
+            self._reduce(logprobs[row][back - c.back : back - c.back + len(c.ids)], c) for row, c in enumerate(conts)
+        ]
+        self._sync()
         return scores, {"prefix_s": t1 - t0, "candidates_s": time.perf_counter() - t1}
 
-    def _uncached_score(self, inputs: dict, cont: list[int]) -> float:
-        """Mean log-prob of `cont` from one full forward of prompt + cont, positions left to the model."""
-        prefix_len = inputs["input_ids"].shape[1]
-        ids = torch.tensor(cont, device=self.model.device)
+    def _uncached_score(self, inputs: dict, cont: Continuation) -> float:
+        """The score of `cont` from one full forward of the prompt it keeps + its tokens, positions left
+        to the model."""
+        inputs = drop_tokens(inputs, cont.back)
+        kept = inputs["input_ids"].shape[1]
+        ids = torch.tensor(cont.ids, device=self.model.device)
         logits = self.model(**add_tokens(inputs, ids), use_cache=False).logits
-        return token_logprobs(logits[0, prefix_len - 1 : -1], ids).mean().item()
+        return self._reduce(token_logprobs(logits[0, kept - 1 : -1], ids).tolist(), cont)
 
-    def _continuation_positions(self, inputs: dict, prefix_len: int, n: int, k: int) -> torch.Tensor:
-        """Position ids of n continuation tokens in each of k rows.
+    def _reduce(self, logprobs: list[float], cont: Continuation) -> float:
+        """A candidate's score from its tokens' log-probabilities, by the configured normalisation."""
+        return reduce_logprobs(logprobs, cont.lead, self.config.score_normalisation)
 
-        Ordinary models: prefix_len .. prefix_len + n - 1. Qwen-VL style mrope: images occupy fewer
-        positions than tokens, so text after the prompt continues at (token index + rope delta), the
-        same on the temporal, height and width axes, exactly as `generate()` does when decoding
-        with a cache; the delta comes from the model's own `get_rope_index` over the prompt.
+    def _continuation_positions(self, inputs: dict, start: int, n: int, k: int) -> torch.Tensor:
+        """Position ids of n tokens placed from prompt index `start` on, in each of k rows.
+
+        Ordinary models: start .. start + n - 1. Qwen-VL style mrope: images occupy fewer
+        positions than tokens, so text after the prompt's last image sits at (token index + rope
+        delta), the same on the temporal, height and width axes, exactly as `generate()` does when
+        decoding with a cache; the delta comes from the model's own `get_rope_index` over the prompt.
         """
-        positions = torch.arange(prefix_len, prefix_len + n, device=self.model.device).expand(k, n)
+        positions = torch.arange(start, start + n, device=self.model.device).expand(k, n)
         get_rope_index = getattr(getattr(self.model, "model", None), "get_rope_index", None)
         if get_rope_index is None or "mm_token_type_ids" not in inputs:
             return positions
@@ -288,6 +357,12 @@ class TransformersRanker:
         """`text` as plain token ids: no special tokens added, none recognised inside it."""
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
 
+    def _release_memory(self) -> None:
+        """Free what a failed call left: its tensors, then (on CUDA) the allocator's cached blocks."""
+        gc.collect()
+        if self.model.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def _sync(self) -> None:
         """Wait for queued GPU work, so that timings are true."""
         if self.model.device.type == "cuda":
@@ -310,12 +385,24 @@ class TransformersRanker:
             pad_token_id=own.pad_token_id if own.pad_token_id is not None else self._pad_id(),
         )
 
-    def _messages(self, request: RankRequest, opening: str | None) -> tuple[list[str], list[dict]]:
-        """The shown candidate names and the chat messages for `request`."""
+    def _chat_ids(self, conversations: list[list[dict]]) -> list[list[int]]:
+        """Each conversation rendered by the processor's chat template and tokenised as the processor
+        does (control tokens in names as text), but with one placeholder token per image."""
+        return self.tokenizer.apply_chat_template(
+            conversations,
+            chat_template=self.processor.chat_template,
+            tokenize=True,
+            return_dict=False,
+            continue_final_message=True,
+            sanitize_control_tokens=True,
+        )
+
+    def _parts(self, request: RankRequest) -> tuple[list[str], list[Part]]:
+        """The shown candidate names and the message parts for `request`."""
         names = shown_names(request.candidates)
         parts = ranking_parts(request, names, self.config.max_image_side)
         self._check_image_count(parts)
-        return names, chat_messages(parts, opening)
+        return names, parts
 
     def _check_image_count(self, parts: list[Part]) -> None:
         """Refuse several images for a family trained on one image per prompt."""
@@ -323,5 +410,6 @@ class TransformersRanker:
             raise RankerError(
                 f"the ranker model family {self.family!r} takes one image per prompt, so exemplar, context "
                 "or extra view images can't be shown to it: rank without exemplars and ranker_context, "
-                "describe with views=1, or use a multi-image model such as Qwen2-VL / Qwen2.5-VL"
+                "describe with views=1, or use a multi-image family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, "
+                "Gemma 3; docs/ranking.md)"
             )

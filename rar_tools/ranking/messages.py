@@ -42,13 +42,32 @@ class ImagePart:
 Part = TextPart | ImagePart
 
 
+# The most elongated image shown to a model: image processors refuse thin images (Qwen2-VL's above
+# 200:1, "absolute aspect ratio must be smaller than 200"), so thinner ones are padded to this.
+MAX_ASPECT_RATIO = 50
+PADDING = (255, 255, 255)
+
+
 def downscale(image: Image.Image, max_side: int) -> Image.Image:
-    """An RGB copy of `image` whose longer side is at most `max_side` pixels."""
+    """An RGB copy of `image` whose longer side is at most `max_side` pixels, padded (centred on
+    white) to at most `MAX_ASPECT_RATIO`:1, so that a 1000x4 query or exemplar can still be shown."""
     image = image.convert("RGB")
     if max(image.size) > max_side:
         image = image.copy()
         image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    return image
+    return pad_to_aspect(image, MAX_ASPECT_RATIO)
+
+
+def pad_to_aspect(image: Image.Image, max_ratio: float) -> Image.Image:
+    """`image` centred on a white canvas whose shorter side is at least 1/`max_ratio` of its longer."""
+    width, height = image.size
+    short = -(-max(width, height) // max_ratio)  # ceiling
+    if min(width, height) >= short:
+        return image
+    size = (width, int(short)) if width >= height else (int(short), height)
+    canvas = Image.new("RGB", size, PADDING)
+    canvas.paste(image, ((size[0] - width) // 2, (size[1] - height) // 2))
+    return canvas
 
 
 def exemplar_pairs(request: RankRequest, names: list[str]) -> list[tuple[str, Image.Image]]:

@@ -44,6 +44,7 @@ from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankR
 from rar_tools.ranking.logprobs import logprob_steps, score_candidates, softmax
 from rar_tools.ranking.messages import ImagePart, Part, TextPart, ranking_parts
 from rar_tools.ranking.parsing import generated_ranking
+from rar_tools.ranking.permutations import rank_in_orders
 from rar_tools.ranking.prompts import shown_names
 
 TOP_LOGPROBS = 20
@@ -153,12 +154,17 @@ class OpenAICompatRanker:
         return self._text(choice)
 
     def rank(self, request: RankRequest) -> RankResult:
-        """Order `request.candidates` for `request.image`, best first."""
+        """Order `request.candidates` for `request.image`, best first (fused over
+        `config.permutations` candidate orders when above 1: `permutations.py`)."""
+        if request.mode not in ("score", "generate"):
+            raise RankerError(f"unknown ranking mode {request.mode!r}: use 'score' or 'generate'")
+        return rank_in_orders(self._rank_once, request, self.config.permutations)
+
+    def _rank_once(self, request: RankRequest) -> RankResult:
+        """One ranking call in the request's candidate order."""
         if request.mode == "generate":
             return self._rank_by_generation(request)
-        if request.mode == "score":
-            return self._rank_by_score(request)
-        raise RankerError(f"unknown ranking mode {request.mode!r}: use 'score' or 'generate'")
+        return self._rank_by_score(request)
 
     # Modes ------------------------------------------------------------------------------------
 

@@ -80,14 +80,11 @@ class Item:
 def parse_ranking(text: str, candidates: Sequence[str]) -> ParsedRanking:
     """Order `candidates` by the model's answer `text`; never raises on any text."""
     names = list(candidates)
+    if not isinstance(text, str):  # an endpoint's empty reply can arrive as None
+        return assemble(names, [])
     keys = [normalise(name) for name in names]
-    text = text[:MAX_TEXT_CHARS] if isinstance(text, str) else ""
-    picked: list[int] = []
-    for items in item_sources(text):
-        picked = match_items(items, keys)
-        if picked:
-            break
-    return assemble(names, picked)
+    matches = (match_items(items, keys) for items in item_sources(text[:MAX_TEXT_CHARS]))
+    return assemble(names, next((picked for picked in matches if picked), []))
 
 
 def assemble(names: list[str], picked: list[int]) -> ParsedRanking:
@@ -106,7 +103,7 @@ def assemble(names: list[str], picked: list[int]) -> ParsedRanking:
 def normalise(name: str) -> str:
     """The form names are compared in: case-folded, plain spaces, no decoration."""
     text = unicodedata.normalize("NFKC", name).translate(QUOTE_MAP).casefold()
-    text = NUMBERING.sub("", text.strip(EDGE_CHARS), count=1)
+    text = NUMBERING.sub("", text.strip(EDGE_CHARS))  # anchored at the start: at most one match
     text = " ".join(text.replace("_", " ").replace("-", " ").split())
     return text.strip(EDGE_CHARS).rstrip(TRAILING_CHARS).strip()
 
@@ -129,20 +126,18 @@ def bracket_lists(text: str) -> Iterator[list[Item]]:
             return
         items, end = read_bracket(text, start)
         yield items
-        if end >= len(text):
-            return
         start = text.find("[", end)
 
 
 def read_bracket(text: str, start: int) -> tuple[list[Item], int]:
     """The items of the list opening at `start`, and where reading stopped."""
+    close = text.find("]", start)
+    if close == -1:
+        return split_items(text[start + 1 :], cut_off=True), len(text)
     literal = literal_list(text, start)
     if literal is not None:
         return literal
-    close = text.find("]", start + 1)
-    if close < 0:
-        return split_items(text[start + 1 :], truncated=True), len(text)
-    return split_items(text[start + 1 : close], truncated=False), close + 1
+    return split_items(text[start + 1 : close]), close + 1
 
 
 def literal_list(text: str, start: int) -> tuple[list[Item], int] | None:
@@ -156,7 +151,7 @@ def closed_literal(text: str, start: int, closer: str, kind: type) -> tuple[obje
     with where it ends, if it is a `kind`; else None."""
     close = text.find(closer, start + 1)
     for _ in range(MAX_CLOSE_TRIES):
-        if close < 0 or close - start > MAX_LITERAL_CHARS:
+        if close == -1 or close - start > MAX_LITERAL_CHARS:
             return None
         try:
             value = ast.literal_eval(text[start : close + 1])
@@ -178,15 +173,16 @@ def flatten(value: list | tuple) -> list[str]:
     return out
 
 
-def split_items(body: str, truncated: bool) -> list[Item]:
-    """Items of a list body that is not a valid literal: quoted items, else comma-separated."""
+def split_items(body: str, cut_off: bool = False) -> list[Item]:
+    """Items of a list body that is not a valid literal: quoted items (each complete, with its
+    closing quote), else comma-separated; of a list `cut_off` before its `]`, the last comma-separated
+    item may be cut short, so it must match exactly."""
     if body.lstrip().startswith(QUOTE_START):
         quoted = [Item(m.group(2)) for m in QUOTED_ITEM.finditer(body)]
         if quoted:
             return quoted
-    parts = ITEM_SPLIT.split(body.replace("[", " "))
-    items = [Item(part) for part in parts]
-    if truncated and items:
+    items = [Item(part) for part in ITEM_SPLIT.split(body.replace("[", " "))]
+    if cut_off:
         items[-1] = Item(items[-1].text, exact_only=True)
     return items
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from rar_tools.components import Components
-from rar_tools.errors import ImageInputError, MemoryStoreError
+from rar_tools.errors import DiskFaultError, ExemplarFileError, ImageInputError, MemoryStoreError
 from rar_tools.images import LoadedImage, pixels_sha256
 from rar_tools.limits import MAX_IDS_REPORTED
 from rar_tools.regions import check_box, rar_crop
@@ -43,8 +43,9 @@ class MemoryService:
         images = request.images or []
         label = check_label(request.label)
         category, parent = optional_label(request.category, "category"), optional_label(request.parent, "parent")
-        checked = {} if request.skip_unreadable else self._load_all(request)
         encoder, store = self.components.encoder, self.components.store
+        checked = {} if request.skip_unreadable else self._load_all(request)
+        store.check_writable(f"adding to memory {request.memory!r}")  # before any batch is stored
         ids: list[str] = []
         added = present = 0
         skipped: list[SkippedInput] = []
@@ -59,15 +60,18 @@ class MemoryService:
                         raise
                     skipped.append(SkippedInput(source=str(images[index]), reason=str(exc)))
             if loaded:
-                outcome = store.add_images(
-                    request.memory,
-                    encoder.identity,
-                    exemplar_images(loaded, encoder.encode_images([item.image for item in loaded])),
-                    label,
-                    category,
-                    parent,
-                    max_side=self.components.settings.stored_image_side,
-                )
+                try:
+                    outcome = store.add_images(
+                        request.memory,
+                        encoder.identity,
+                        exemplar_images(loaded, encoder.encode_images([item.image for item in loaded])),
+                        label,
+                        category,
+                        parent,
+                        max_side=self.components.settings.stored_image_side,
+                    )
+                except DiskFaultError as exc:
+                    raise partial_add(exc, added + present, len(images)) from exc
                 added += len(outcome.added)
                 present += len(outcome.already_present)
                 ids += outcome.added + outcome.already_present
@@ -193,25 +197,56 @@ class MemoryService:
         """The stored image file of one exemplar entry."""
         return self.components.store.exemplar_path(check_memory_name(memory), entry)
 
+    def exemplar_jpeg(self, memory: str, entry: str) -> bytes:
+        """The stored copy of one exemplar, checked to decode (a missing or damaged copy is refused by name)."""
+        from rar_tools.memory.files import read_exemplar
+
+        return read_exemplar(self.exemplar_file(memory, entry), f"exemplar entry {entry!r}")
+
     def exemplar_thumbnails(
         self, memory: str, candidates: Sequence[Candidate], max_side: int = 128, max_total_bytes: int = 400_000
-    ) -> list[tuple[str, str, bytes]]:
-        """(label, entry id, JPEG bytes) of each candidate's best stored exemplar, small and capped in total."""
+    ) -> list[Thumbnail]:
+        """A small JPEG of each candidate's best stored exemplar that can be shown, capped in total; a
+        missing or damaged copy is skipped (the candidate's next exemplar is tried) with a note."""
         from rar_tools.memory.files import thumbnail_jpeg
 
-        thumbs: list[tuple[str, str, bytes]] = []
+        thumbs: list[Thumbnail] = []
         total = 0
         for candidate in candidates:
             found = self.components.store.entries(memory, candidate.entry_ids)
-            best = next((i for i in candidate.entry_ids if i in found and found[i].image_path), None)
-            if best is None:
-                continue
-            data = thumbnail_jpeg(found[best].image_path, max_side)
-            if total + len(data) > max_total_bytes:
+            for entry in (i for i in candidate.entry_ids if i in found and found[i].image_path):
+                try:
+                    data = thumbnail_jpeg(found[entry].image_path, max_side, what=f"exemplar entry {entry!r}")
+                except ExemplarFileError as exc:
+                    thumbs.append(Thumbnail(candidate.label, entry, None, str(exc)))
+                    continue
+                if total + len(data) > max_total_bytes:
+                    return thumbs
+                thumbs.append(Thumbnail(candidate.label, entry, data))
+                total += len(data)
                 break
-            thumbs.append((candidate.label, best, data))
-            total += len(data)
         return thumbs
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A candidate's stored exemplar as a small JPEG, or, when its stored copy cannot be shown, the
+    problem instead."""
+
+    label: str
+    entry: str
+    jpeg: bytes | None
+    problem: str | None = None
+
+
+def partial_add(exc: DiskFaultError, done: int, total: int) -> DiskFaultError:
+    """The error of a batch that failed, saying how much of the call the earlier batches stored."""
+    if not done:
+        return exc
+    return DiskFaultError(
+        f"{exc}. Earlier in this call {done} of the {total} images were stored: adding the same images "
+        "again stores the rest (those stored are not stored twice)"
+    )
 
 
 def exemplar_images(loaded: Sequence[LoadedImage], embeddings) -> list:

@@ -237,12 +237,15 @@ def best_probability(retrieval: RetrieveResult, ranking: RankOutput | None) -> f
 
 
 def open_exemplar(path: Path) -> Image.Image | None:
-    """A stored exemplar as RGB, or None if a concurrent removal deleted it meanwhile."""
+    """A stored exemplar as RGB, or None (the candidate is shown without one) when the file vanished
+    (a concurrent removal), cannot be read, or is damaged."""
     import logging
 
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except OSError:
-        logging.getLogger(__name__).warning("stored exemplar %s vanished or is unreadable; shown without it", path.name)
+    except Exception as exc:  # Pillow raises many types on damaged files (OSError, SyntaxError, ValueError...)
+        logging.getLogger(__name__).warning(
+            "stored exemplar %s cannot be shown (%s: %s); ranked without it", path.name, type(exc).__name__, exc
+        )
         return None

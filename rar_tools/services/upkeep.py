@@ -107,6 +107,7 @@ class UpkeepService:
         store.require(name)
         if request.as_name is None and store.summary(name).encoder == encoder.identity:
             raise MemoryStoreError(f"memory {name!r} is already filled by the loaded encoder; nothing to re-embed")
+        store.check_writable(f"re-embedding memory {name!r}")
         final = request.as_name or name
         encoded = done_before = 0
         total = store.count(name)

@@ -46,6 +46,8 @@ TEXT_SIZES = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 4096,
 }
+# A ViT image tower (CLIP, SigLIP) at tiny sizes.
+VISION_TOWER_SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
 
 # Qwen/Qwen2.5-VL-3B-Instruct's sizes (its config.json), for a real-size model with random weights.
 QWEN25_VL_3B = {
@@ -312,10 +314,7 @@ def write_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
     vision_config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        **VISION_TOWER_SIZES,
         image_size=image_size,
         patch_size=patch_size,
         projection_dim=32,

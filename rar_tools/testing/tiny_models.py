@@ -36,18 +36,38 @@ TINY_CLIP_CONFIG = {
 }
 
 
+OPENAI_PREPROCESS = TINY_CLIP_CONFIG["preprocess_cfg"]
+
+
 def write_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
     """An open_clip `local-dir:` checkpoint: `open_clip_config.json` + `open_clip_model.safetensors`."""
+    return write_clip(out_dir, TINY_CLIP_CONFIG, "clip", seed)
+
+
+def write_random_clip(out_dir: Path, model_name: str = "ViT-B-16", seed: int = 0) -> Path:
+    """An open_clip `local-dir:` checkpoint of a built-in architecture (real size) with random weights,
+    OpenAI's preprocessing: the same speed and memory as the real model, meaningless embeddings."""
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(model_name)
+    if model_cfg is None:
+        raise ValueError(f"open_clip has no model configuration named {model_name!r}")
+    config = {"model_cfg": model_cfg, "preprocess_cfg": OPENAI_PREPROCESS}
+    return write_clip(out_dir, config, f"clip {model_name}", seed)
+
+
+def write_clip(out_dir: Path, config: dict, role: str, seed: int) -> Path:
+    """Build `open_clip.CLIP(**config["model_cfg"])` with seeded random weights and save it as a folder."""
     import open_clip
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**TINY_CLIP_CONFIG["model_cfg"])
+    model = open_clip.CLIP(**config["model_cfg"])
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out_dir / "open_clip_model.safetensors"))
-    (out_dir / "open_clip_config.json").write_text(json.dumps(TINY_CLIP_CONFIG, indent=2))
-    write_marker(out_dir, "clip")
+    (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    write_marker(out_dir, role)
     return out_dir
 
 
