@@ -169,7 +169,7 @@ class StoreWrites(StoreState):
             sha256=image.sha256,
             embedding=image.embedding,
             source=image.source,
-            image_file=self.files.store(image.sha256, image.picture, max_side),
+            image_file=self.files.write(image, max_side),
             category=category,
             parent=parent,
         )
