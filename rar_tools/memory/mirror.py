@@ -17,6 +17,7 @@ rebuild, which comes once they are a tenth of the mirror.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import uuid
@@ -135,8 +136,11 @@ class Mirrors:
         self._read_marks, self._write_mark, self._read_memory = read_marks, write_mark, read_memory
         self._seq = 0
         self._mirrors: dict[str, Mirror] = {}
-        self._building: set[str] = set()
+        self._building: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+        if self.enabled:
+            atexit.register(self.close)  # a build is never cut off inside a Chroma call at interpreter exit
 
     def current(self, name: str, identity: EncoderIdentity | None = None) -> Mirror | None:
         """The mirror of memory `name` if it reflects every write (and holds `identity`'s
@@ -189,10 +193,22 @@ class Mirrors:
     # -- building ----------------------------------------------------------------------------------
     def _rebuild(self, name: str) -> None:
         with self._lock:
-            if name in self._building:
+            if name in self._building or self._closing.is_set():
                 return
-            self._building.add(name)
-        threading.Thread(target=self._build, args=(name,), name=f"mirror-{name}", daemon=True).start()
+            thread = threading.Thread(target=self._build, args=(name,), name=f"mirror-{name}", daemon=True)
+            self._building[name] = thread
+        thread.start()
+
+    def close(self) -> None:
+        """Stop building mirrors: builds in progress end after the page in hand (the store is
+        closing, or the process exiting); waits for them."""
+        self._closing.set()
+        with self._lock:
+            threads = list(self._building.values())
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join()
+        atexit.unregister(self.close)
 
     def _build(self, name: str) -> None:
         try:
@@ -200,9 +216,11 @@ class Mirrors:
             identity, pages = self._read_memory(name)
             mirror = Mirror(identity, marks) if identity is not None else None
             for ids, metadatas, embeddings in pages if mirror is not None else ():
+                if self._closing.is_set():
+                    return
                 if ids:
                     mirror.add(metadatas, ids, embeddings)
-            if mirror is not None:
+            if mirror is not None and not self._closing.is_set():
                 self._mirrors[name] = mirror
                 log.info("memory %r mirrored in process (%d entries)", name, len(mirror.rows))
         except Exception as exc:  # a dropped memory, a lost server: searches stay on Chroma
@@ -210,7 +228,7 @@ class Mirrors:
             self._mirrors.pop(name, None)
         finally:
             with self._lock:
-                self._building.discard(name)
+                self._building.pop(name, None)
 
 
 class LocalMarks:

@@ -122,6 +122,7 @@ class MemoryStore(StoreWrites, StoreReads):
         self._closed = True
         if self.orphans is not None:
             self.orphans.stop()
+        self.mirrors.close()
         if self._local is not None:
             self._local.close()
         unlock_data_dir(self._lock)
