@@ -128,11 +128,15 @@ class ChromaIndex:
             if not new:
                 continue
             stamp = now()
-            collection.add(
-                ids=new,
-                embeddings=np.stack([entries[i].embedding for i in new]).astype(np.float32),
-                metadatas=[entries[i].metadata(stamp) for i in new],
-            )
+            try:
+                collection.add(
+                    ids=new,
+                    embeddings=np.stack([entries[i].embedding for i in new]).astype(np.float32),
+                    metadatas=[entries[i].metadata(stamp) for i in new],
+                )
+            except Exception:  # Chroma may keep a batch it reports failed (logged, then not indexed)
+                added.extend(kept_anyway(collection, new))
+                raise
             added.extend(new)
         return added, present
 
@@ -266,6 +270,15 @@ class ChromaIndex:
             fresh.modify(metadata={**(fresh.metadata or {}), KINDS_KEY: ",".join(sorted(kinds))})
             kinds = self.scan_kinds(collection)
         return kinds
+
+
+def kept_anyway(collection: Collection, ids: list[str]) -> list[str]:
+    """Those of `ids` the collection holds after an add of them failed (none if it cannot be read)."""
+    try:
+        held = set(collection.get(ids=ids, include=[])["ids"])
+    except Exception:  # the failure may be the server's
+        return []
+    return [i for i in ids if i in held]
 
 
 def parse_kinds(recorded: str) -> set[EntryKind]:
