@@ -52,11 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def bench_image() -> str:
-    """A deterministic noise image written to a temporary PNG file."""
+def bench_image(work: Path) -> str:
+    """A deterministic noise image written to a PNG file in `work`."""
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(IMAGE_SIZE[1], IMAGE_SIZE[0], 3), dtype=np.uint8)
-    path = Path(tempfile.mkdtemp(prefix="rar-bench-")) / "scene.png"
+    path = work / "scene.png"
     Image.fromarray(pixels).save(path)
     return str(path)
 
@@ -99,8 +99,8 @@ def runners(tools: RarTools, stage: str, image: str, boxes: list, views: int, k:
     )
 
 
-def bench(tools: RarTools, args: argparse.Namespace) -> list[dict]:
-    image = bench_image()
+def bench(tools: RarTools, args: argparse.Namespace, work: Path) -> list[dict]:
+    image = bench_image(work)
     rows = []
     for stage in args.stages:
         for views in args.views:
@@ -135,7 +135,12 @@ def print_row(row: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="rar-bench-regions-"))
+    with tempfile.TemporaryDirectory(prefix="rar-bench-regions-") as folder:  # removed afterwards
+        return run(args, Path(folder))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark, with its models, memories and image in `work`."""
     clip_model = args.clip_model or f"local-dir:{write_tiny_clip(work / 'clip')}"
     ranker_model = args.ranker_model or str(write_tiny_qwen2vl(work / "mllm"))
     settings = Settings(
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         f"image {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print_header()
-    results = bench(tools, args)
+    results = bench(tools, args, work)
+    tools.close()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)}, "rows": results}, indent=2))

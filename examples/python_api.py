@@ -36,8 +36,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--real", action="store_true", help="use the default real models (needs their weights)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="rar-example-"))
-    if args.real:
+    with tempfile.TemporaryDirectory(prefix="rar-example-") as folder:  # removed afterwards
+        run(Path(folder), args.real)
+
+
+def run(work: Path, real: bool) -> None:
+    """The whole flow, with its memories (and the tiny models unless `real`) in `work`."""
+    if real:
         settings = Settings(data_dir=work / "memories")
     else:
         models = write_tiny_models(work / "models")
@@ -70,6 +75,7 @@ def main() -> None:
         named = tools.recognize_regions("birds", query, boxes, k=3).regions
         print("detected, then named:", [(box, r.label) for box, r in zip(boxes, named)])
     print("memories:", [(m.name, m.count) for m in tools.list_memories().memories])
+    tools.close()
 
 
 if __name__ == "__main__":

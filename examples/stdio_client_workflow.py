@@ -68,8 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--real", action="store_true", help="use the server's default real models")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="rar-stdio-example-"))
-    anyio.run(workflow, server_parameters(work, args.real), work)
+    with tempfile.TemporaryDirectory(prefix="rar-stdio-example-") as folder:  # removed afterwards
+        work = Path(folder)
+        anyio.run(workflow, server_parameters(work, args.real), work)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from rar_tools.components import Components
 from rar_tools.images import LoadedImage
 from rar_tools.requests import (
     AddRequest,
+    DeleteRequest,
     DescribeRegionsRequest,
     DetectRequest,
     ListRequest,
@@ -36,6 +37,7 @@ from rar_tools.requests import (
 )
 from rar_tools.schemas import (
     AddResult,
+    DeleteResult,
     DetectResult,
     MemoryList,
     RankOutput,
@@ -135,9 +137,9 @@ class RarTools:
         """Lock the data folder for this process now, without opening the store."""
         self.components.claim_data_dir()
 
-    def close(self) -> None:
-        """Close the store and release the data folder (models stay loaded)."""
-        self.components.close()
+    def close(self, wait_s: float | None = None) -> bool:
+        """Close the store and release the data folder (models stay loaded); see `Components.close`."""
+        return self.components.close(wait_s)
 
     def load(self, source: str, full_resolution: bool = False) -> LoadedImage:
         """Decode an image argument (see `Components.load`)."""
@@ -167,6 +169,11 @@ class RarTools:
     def remove(self, request: RemoveRequest) -> RemoveResult:
         """Remove entries by id and/or every entry of a label."""
         return self.memories.remove(request)
+
+    @takes(DeleteRequest)
+    def delete_memory(self, request: DeleteRequest) -> DeleteResult:
+        """Delete a whole memory, with its exemplar copies no other memory uses."""
+        return self.memories.delete_memory(request)
 
     @takes(ListRequest)
     def list_memories(self, request: ListRequest) -> MemoryList:
@@ -198,10 +205,10 @@ class RarTools:
         """Recognise many boxes of one image, their CLIP work batched."""
         return self.recognition.recognize_regions(request, progress)
 
-    @takes(DetectRequest)
-    def detect(self, request: DetectRequest) -> DetectResult:
+    @takes(DetectRequest, progress=True)
+    def detect(self, request: DetectRequest, progress=None) -> DetectResult:
         """Boxes for text queries from the open-vocabulary detector (loaded on first use)."""
-        return self.detection.detect(request)
+        return self.detection.detect(request, progress)
 
     @takes(SegmentRequest)
     def segment(self, request: SegmentRequest) -> SegmentResult:

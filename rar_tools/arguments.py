@@ -245,6 +245,9 @@ def validation_message(exc: Any) -> str:
     parts = []
     for error in exc.errors(include_url=False):
         where = ".".join(str(p) for p in error["loc"]) or "the arguments"
+        if error["type"] == "missing":
+            parts.append(f"`{where}` is required")
+            continue
         given = error.get("input")
         shown = repr(given)[:60] if given is not None and error["type"] != "missing" else None
         parts.append(f"{where}: {error['msg'].rstrip('.')}" + (f" (got {shown})" if shown else ""))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,15 @@ from pydantic import BaseModel, ValidationError
 from rar_tools import render
 from rar_tools.cli_flags import add_request_flags, add_settings_flags, request_arguments, settings_from
 from rar_tools.cli_masks import add_mask_flags, write_masks
-from rar_tools.cli_progress import WITH_PROGRESS_BAR, with_progress_bar
+from rar_tools.cli_upkeep import UPKEEP_OPERATIONS, WITH_PROGRESS_BAR, with_progress_bar
 from rar_tools.errors import RarToolsError
-from rar_tools.images import IMAGE_SUFFIXES
+from rar_tools.hub import quiet_library_handlers
+from rar_tools.interrupts import EXIT_CODE as INTERRUPTED_EXIT
+from rar_tools.interrupts import Interrupted, stop_on_interrupt
 from rar_tools.label_lists import read_label_file, vocabularies, vocabulary_file
 from rar_tools.requests import (
     AddRequest,
+    DeleteRequest,
     DescribeRegionsRequest,
     DetectRequest,
     ListRequest,
@@ -37,16 +42,9 @@ from rar_tools.requests import (
     RetrieveRequest,
     SegmentRequest,
 )
-from rar_tools.requests_upkeep import (
-    ConflictsRequest,
-    DuplicatesRequest,
-    ExportRequest,
-    ImportRequest,
-    ReembedRequest,
-    RelabelRequest,
-)
 from rar_tools.settings import Settings
 
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, what shells report for a writer whose reader went away
 ADD_FIELDS = ["memory", "images", "label", "category", "parent", "box", "box_normalized"]
 ADD_LABEL_FIELDS = ["memory", "labels", "category", "parent"]
 
@@ -79,22 +77,6 @@ OPERATIONS: dict[str, tuple[str, type[Request], str, Callable[[Any], str]]] = {
         "remove",
         lambda r: f"removed {r.removed} entries; {r.count} left in {r.memory!r}",
     ),
-    "export": ("write a memory to a .rar-memory archive", ExportRequest, "export", lambda r: r.message),
-    "import": ("store the memory of a .rar-memory archive", ImportRequest, "import_memory", lambda r: r.message),
-    "reembed": (
-        "re-encode a memory with the encoder of --clip-model / --clip-pretrained (resumable)",
-        ReembedRequest,
-        "reembed",
-        lambda r: r.message,
-    ),
-    "duplicates": ("near-identical exemplar images", DuplicatesRequest, "find_duplicates", render.render_duplicates),
-    "conflicts": ("likely mislabelled exemplar images", ConflictsRequest, "find_conflicts", render.render_conflicts),
-    "relabel": (
-        "move entries to another label",
-        RelabelRequest,
-        "relabel",
-        lambda r: f"moved {r.moved} entries to {r.label!r}; {len(r.not_found)} ids not found",
-    ),
     "segment": (
         "label masks without training (CLIP as RNN)",
         SegmentRequest,
@@ -107,6 +89,13 @@ OPERATIONS: dict[str, tuple[str, type[Request], str, Callable[[Any], str]]] = {
         "describe_regions",
         render.render_descriptions,
     ),
+    "delete": (
+        "delete a whole memory with its exemplar copies (cannot be undone)",
+        DeleteRequest,
+        "delete_memory",
+        lambda r: r.message,
+    ),
+    **UPKEEP_OPERATIONS,
 }
 # command: its extra flags, and what runs once its result is printed (request, result)
 AFTERWARDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., None]]] = {
@@ -118,26 +107,11 @@ def emit(result: BaseModel, as_json: bool, show: Callable[[Any], str]) -> None:
     print(result.model_dump_json(indent=2) if as_json else show(result))
 
 
-def folder_images(folder: Path) -> dict[str, list[str]]:
-    """`folder/<label>/<image>` → {label: [absolute image paths]}, labels sorted."""
-    if not folder.is_dir():
-        raise RarToolsError(f"folder {str(folder)!r} does not exist or is not a folder")
-    found = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(str(p.absolute()) for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            found[sub.name.replace("_", " ")] = files
-    if not found:
-        raise RarToolsError(f"folder {str(folder)!r} has no label subfolders with images")
-    return found
-
-
 # -- commands ---------------------------------------------------------------------------------
 def cmd_serve(tools, args) -> None:
-    from rar_tools.server import run_server
+    from rar_tools.serving import serve
 
-    tools.claim_data_dir()  # a second server on the same data dir stops here, with the holder's pid
-    run_server(tools)
+    serve(tools)
 
 
 def cmd_operation(tools, args) -> None:
@@ -155,32 +129,16 @@ def cmd_add(tools, args) -> None:
     if args.folder and args.box:
         raise RarToolsError("--box goes with IMAGE...: a folder's images have no common region")
     if args.folder:
-        add_folder(tools, args)
+        from rar_tools.cli_folder import add_folder
+
+        result = add_folder(tools, args.memory, Path(args.folder), args.category, args.parent, args.json)
+        if args.json:
+            print(result.model_dump_json(indent=2))
         return
     if not args.images or not args.label:
         raise RarToolsError("give IMAGE... with --label LABEL, or --folder DIR")
     result = tools.add_images(**request_arguments(args, AddRequest, ADD_FIELDS))
     emit(result, args.json, lambda r: r.message)
-
-
-def add_folder(tools, args) -> None:
-    """`add --folder`: one label per subfolder, unreadable images skipped, a progress bar on stderr."""
-    from tqdm import tqdm
-
-    groups = folder_images(Path(args.folder))
-    total = sum(len(v) for v in groups.values())
-    with tqdm(total=total, unit="img", file=sys.stderr, disable=args.json) as bar:
-        for label, files in groups.items():
-            done = [0]
-
-            def advance(n: int, _total: int, done=done) -> None:
-                bar.update(n - done[0])
-                done[0] = n
-
-            result = tools.add_images(
-                args.memory, files, label, args.category, args.parent, skip_unreadable=True, progress=advance
-            )
-            emit(result, args.json, lambda r, label=label: f"{label}: {r.message}")
 
 
 def cmd_add_labels(tools, args) -> None:
@@ -208,7 +166,9 @@ def cmd_eval(tools, args) -> None:
     from rar_tools.evaluation import EvalConfig, RunOptions, evaluate, load_dataset
     from rar_tools.evaluation.protocol import QUERIES_FILE
 
-    dataset = load_dataset(args.dataset, args.format, args.split_ratio, args.seed)
+    dataset = load_dataset(args.dataset, args.format, args.split_ratio, args.seed, args.label_from_name)
+    if args.name:
+        dataset = replace(dataset, name=args.name)
     config = EvalConfig(
         shots=tuple(args.shots),
         methods=tuple(args.methods),
@@ -221,15 +181,17 @@ def cmd_eval(tools, args) -> None:
     )
     out = Path(args.out) if args.out else Path("rar-eval") / dataset.name
     keep = Path(args.keep_memory) if args.keep_memory else None
-    options = RunOptions(resume=args.resume, overwrite=args.overwrite, keep_memory=keep)
-    report, paths = evaluate(tools.settings, dataset, config, out, options)
+    with stop_on_interrupt() as stop:
+        options = RunOptions(resume=args.resume, overwrite=args.overwrite, keep_memory=keep, stop=stop)
+        report, paths = evaluate(tools.settings, dataset, config, out, options)
     show_report(report, {**paths, "queries": out / QUERIES_FILE}, args.json)
 
 
 def show_report(report: Any, paths: dict[str, Path], as_json: bool) -> None:
-    """An evaluation report: its warning on stderr, then the JSON, or the Markdown and the files written."""
-    if report.warning:
-        print(f"rar-tools: {report.warning}", file=sys.stderr)
+    """An evaluation report: its warnings on stderr, then the JSON, or the Markdown and the files written."""
+    for warning in [report.warning, *getattr(report, "shot_warnings", [])]:
+        if warning:
+            print(f"rar-tools: {warning}", file=sys.stderr)
     if as_json:
         print(report.model_dump_json(indent=2))
         return
@@ -269,6 +231,13 @@ def add_eval_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--views", type=int, default=2, help="--task describe: views per region (1-5)")
     sub.add_argument("--format", choices=["auto", "folder", "cub", "csv"], default="auto")
     sub.add_argument("--split-ratio", type=float, help="train fraction per class, for data without a split")
+    sub.add_argument(
+        "--label-from-name",
+        metavar="REGEX",
+        help="a folder of images without label subfolders: each label is REGEX's first group (or group 'label') "
+        "in the file name, e.g. '^(.+?)_[0-9]+$' for Blue_Jay_0001.jpg (with --split-ratio)",
+    )
+    sub.add_argument("--name", help="the data set's name in the report (default: its folder's name)")
     sub.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="images per class in memory")
     sub.add_argument("--seed", type=int, default=0, help="seeds the shot sampler, the query subset and splits")
     sub.add_argument(
@@ -398,15 +367,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever `sys.stderr` is when a record arrives, not to the stream it was at
+    set-up: a caller that replaces stderr for a while (a test capturing output) and closes the
+    replacement would otherwise leave every later record failing with "--- Logging error ---"."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(level: str) -> None:
     """Our messages at `level`, other libraries' at WARNING (DEBUG shows all); all on stderr."""
-    logging.basicConfig(
-        level=logging.DEBUG if level == "DEBUG" else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if level == "DEBUG" else logging.WARNING, handlers=[handler], force=True)
     logging.getLogger("rar_tools").setLevel(level)
+    quiet_library_handlers()
 
 
 def command_settings(args: argparse.Namespace) -> Settings:
@@ -433,10 +417,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace, tools) -> int:
-    """Run the chosen command; errors meant for the user become one line on stderr and exit code 2."""
+    """Run the chosen command. Errors meant for the user become one line on stderr and exit code 2;
+    Ctrl-C one line saying how far the work got, and 130; a reader that went away (`... | head`)
+    nothing more, and 141."""
     try:
         status = args.func(tools, args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
     except RarToolsError as exc:
         print(f"rar-tools: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"rar-tools: {exc.message}", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except KeyboardInterrupt:
+        print("rar-tools: interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except BrokenPipeError:
+        quiet_stdout()
+        return BROKEN_PIPE_EXIT
     return status or 0
+
+
+def quiet_stdout() -> None:
+    """Point stdout at the null device: its reader is gone, and the interpreter's last flush must not
+    complain about it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

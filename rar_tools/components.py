@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, TypeVar
 
 from PIL import Image
 
 from rar_tools.errors import RankerError
+from rar_tools.hub import HubAccess, clip_needs_hub, is_local
 from rar_tools.images import ImageLimits, LoadedImage, load_image
 from rar_tools.lazy import BackgroundModel
 from rar_tools.requests import ModelName
 from rar_tools.settings import Settings
+from rar_tools.threads import available_cores, default_threads, parameter_count, preprocess_workers
 
 if TYPE_CHECKING:
     from rar_tools.detection import Detector
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from rar_tools.segmentation.sam import MaskSharpener
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Components:
@@ -47,6 +51,7 @@ class Components:
         self._store = store
         self._store_lock = threading.Lock()
         self._claim: DataDirLock | None = None
+        self.hub = HubAccess()  # asked once, by the first load that may need the Hub
         self.clip = BackgroundModel("CLIP encoder", self._load_encoder)
         self.mllm = BackgroundModel("MLLM ranker", self._load_ranker)
         self.detector = BackgroundModel("object detector", self._load_detector)  # on first use only
@@ -58,7 +63,14 @@ class Components:
         from rar_tools.encoder import create_encoder
 
         s = self.settings
-        return create_encoder(s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates, s.clip_precision)
+        what = f"the CLIP model {s.clip_model!r} (weights {s.clip_pretrained})"
+        workers = preprocess_workers(s.threads or available_cores())
+        with self.hub.loading(clip_needs_hub(s.clip_model, s.clip_pretrained), what, "--clip-model"):
+            encoder = create_encoder(
+                *(s.clip_model, s.clip_pretrained, s.device, s.batch_size, s.templates, s.clip_precision),
+                preprocess_workers=workers,
+            )
+        return self._with_threads(encoder, encoder.model)
 
     def _load_ranker(self) -> Ranker:
         from rar_tools.ranking import RankerConfig, create_ranker
@@ -76,12 +88,19 @@ class Components:
             score_normalisation=s.score_normalisation,
             permutations=s.rank_permutations,
         )
-        return create_ranker(config)
+        needs_hub = s.ranker_url is None and not is_local(s.ranker_model)
+        with self.hub.loading(needs_hub, f"the ranker model {s.ranker_model!r}", "--ranker-model"):
+            ranker = create_ranker(config)
+        local = getattr(ranker, "model", None)  # a remote ranker has no model here
+        return ranker if local is None else self._with_threads(ranker, local)
 
     def _load_detector(self) -> Detector:
         from rar_tools.detection import Detector
 
-        return Detector(self.settings.detector_model, self.settings.device)
+        model = self.settings.detector_model
+        with self.hub.loading(not is_local(model), f"the detector model {model!r}", "--detector-model"):
+            detector = Detector(model, self.settings.device)
+        return self._with_threads(detector, detector.model)
 
     def _load_sam(self) -> MaskSharpener:
         from rar_tools.segmentation.sam import MaskSharpener
@@ -96,6 +115,19 @@ class Components:
             read += self.store.read_labels(name)
             self.store.mirrors.current(name)
         return read
+
+    def threads_for(self, module: object) -> int:
+        """The CPU threads a loaded model runs on: `--threads`, else chosen from its size and the
+        cores (see `rar_tools.threads`)."""
+        if self.settings.threads is not None:
+            return self.settings.threads
+        return default_threads(parameter_count(module), available_cores())
+
+    def _with_threads(self, model: T, module: object) -> T:
+        """`model` set to run on its threads (logged once, as it loads)."""
+        model.threads = self.threads_for(module)  # type: ignore[attr-defined]
+        log.info("%s runs on %d CPU thread(s) (--threads to change)", type(model).__name__, model.threads)
+        return model
 
     def start_loading(self) -> None:
         """Load the models, and read the memories' labels, in background threads (a server calls this
@@ -120,6 +152,11 @@ class Components:
                 "without --no-ranker (--ranker-model ID_OR_FOLDER, or --ranker-url URL)"
             )
         return self.mllm.get(self.settings.model_wait_timeout)
+
+    @property
+    def detector_model(self) -> Detector:
+        """The detector, loaded on first use and waited for."""
+        return self.detector.get(self.settings.model_wait_timeout)
 
     def loading(self, needed: frozenset[ModelName]) -> list[BackgroundModel]:
         """The background models behind `needed` that a caller should wait for (not a ranker the
@@ -149,17 +186,27 @@ class Components:
         if self._claim is None:
             self._claim = lock_data_dir(self.settings.data_dir)
 
-    def close(self) -> None:
-        """Close the store and release the data folder (models stay loaded)."""
+    def close(self, wait_s: float | None = None) -> bool:
+        """Close the store and release the data folder (models stay loaded), once the store is not
+        being opened and no memory write is running: waits up to `wait_s` seconds in all for that
+        (None: as long as it takes). Returns False, leaving the store open, when it is still busy."""
         from rar_tools.locking import unlock_data_dir
 
-        with self._store_lock:
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        if not self._store_lock.acquire(timeout=-1 if deadline is None else wait_s):
+            return False
+        try:
             if self._store is not None:
-                self._store.close()
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._store.close(left):
+                    return False
                 self._store = None
+        finally:
+            self._store_lock.release()
         if self._claim is not None:
             unlock_data_dir(self._claim)
             self._claim = None
+        return True
 
     @property
     def view_config(self) -> ViewConfig:

@@ -18,6 +18,7 @@ from rar_tools.devices import resolve_device
 from rar_tools.errors import ModelLoadError
 from rar_tools.pretrained import load_pretrained
 from rar_tools.regions import Box
+from rar_tools.threads import use_threads
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Detector:
         self.processor, self.model = load_detector(model, self.device)
         self.name = f"transformers:{model}"
         self.pads_to_square = PADS_TO_SQUARE[self.model.config.model_type]
+        self.threads: int | None = None  # torch threads per call (None: leave torch's setting alone)
         self._lock = threading.Lock()
 
     def detect(
@@ -100,6 +102,7 @@ class Detector:
         )
         inputs = self.processor(text=[list(queries)], images=shown, return_tensors="pt", truncation=True)
         with self._lock, torch.inference_mode():
+            use_threads(self.threads)
             outputs = self.model(**inputs.to(self.device))
         scores, labels = outputs.logits[0].float().sigmoid().max(dim=-1)
         width, height = image.size

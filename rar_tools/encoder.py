@@ -16,6 +16,7 @@ from PIL import Image
 from rar_tools.devices import resolve_device
 from rar_tools.errors import ModelLoadError
 from rar_tools.identity import EncoderIdentity
+from rar_tools.threads import use_threads
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class ClipEncoder:
         device: str,
         batch_size: int = 32,
         templates: str = "single",
+        preprocess_workers: int = PREPROCESS_THREADS,
     ) -> None:
         self.model = model
         self.preprocess = preprocess
@@ -59,8 +61,9 @@ class ClipEncoder:
         self.batch_size = batch_size
         self.templates = templates
         self.dtype = input_dtype(model)
+        self.threads: int | None = None  # torch threads per call (None: leave torch's setting alone)
         self._lock = threading.Lock()
-        self._workers = ThreadPoolExecutor(PREPROCESS_THREADS, thread_name_prefix="clip-preprocess")
+        self._workers = ThreadPoolExecutor(preprocess_workers, thread_name_prefix="clip-preprocess")
         self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="clip-prefetch")
 
     @property
@@ -76,13 +79,20 @@ class ClipEncoder:
             pixels = upcoming.result()
             upcoming = self._prefetch.submit(self.pixels, batches[index + 1]) if index + 1 < len(batches) else None
             with self._lock, torch.inference_mode():
+                use_threads(self.threads)
                 features = self.model.encode_image(pixels.to(self.device, self.dtype))
             chunks.append(normalise(features))
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """The model's input tensor for `images`, preprocessed in parallel."""
-        return torch.stack(list(self._workers.map(self.preprocess, images)))
+        return torch.stack(list(self._workers.map(self._preprocess_one, images)))
+
+    def _preprocess_one(self, image: Image.Image) -> torch.Tensor:
+        """One image preprocessed in a pool worker, whose torch operations run on one thread: the
+        pool's parallelism is its workers, not torch threads on top of the model's."""
+        use_threads(1)
+        return self.preprocess(image)
 
     @contextmanager
     def exclusive(self) -> Iterator[torch.nn.Module]:
@@ -95,6 +105,7 @@ class ClipEncoder:
         chunks = []
         for start in range(0, len(texts), self.batch_size):
             with self._lock, torch.inference_mode():  # HF tokenizers are not safe to share across threads
+                use_threads(self.threads)
                 tokens = self.tokenizer(list(texts[start : start + self.batch_size]))
                 features = self.model.encode_text(tokens.to(self.device))
             chunks.append(normalise(features))
@@ -141,12 +152,13 @@ def create_encoder(
     batch_size: int = 32,
     templates: str = "single",
     precision: str = "auto",
+    preprocess_workers: int = PREPROCESS_THREADS,
 ) -> ClipEncoder:
     """Load an open_clip model by name + weights tag/file, `hf-hub:` id or `local-dir:` folder.
 
     `precision` auto is float16 on CUDA and float32 elsewhere; bf16 is several times faster on CPUs
     with native bfloat16 (AVX512-BF16, AMX). `pretrained=None` or 'none' gives random weights
-    (benchmarks only).
+    (benchmarks only). `preprocess_workers` threads prepare images while the model runs.
     """
     import open_clip
 
@@ -172,4 +184,4 @@ def create_encoder(
     weights = "model-folder" if has_schema else (tag or "random-init")
     identity = EncoderIdentity(model=model_name, pretrained=weights, dim=dim)
     log.info("CLIP encoder %s loaded on %s", identity.describe(), device)
-    return ClipEncoder(model, preprocess, tokenizer, identity, device, batch_size, templates)
+    return ClipEncoder(model, preprocess, tokenizer, identity, device, batch_size, templates, preprocess_workers)

@@ -153,18 +153,30 @@ def decode_base64(text: str, limits: ImageLimits) -> bytes:
     return data
 
 
+def pillow_warnings_filtered() -> None:
+    """Pillow's UserWarnings on damaged files are not shown (each image is refused or tolerated here
+    with a message of its own), and its decompression-bomb warning is an error.
+
+    The filters are added only when missing (once per process, or again after a caller restored the
+    filters, as `catch_warnings` does), never around each decode: every change of the warning filters
+    resets Python's memory of the warnings already shown, so a library's deprecation warning came
+    back after every image (300 times in one evaluation); and changing them per call is not
+    thread-safe."""
+    if not any(f[0] == "error" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.|rar_tools\.images")
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 def decode_image(data: bytes, limits: ImageLimits, name: str = "image") -> Image.Image:
     """Decode bytes into an RGB image: size-checked before decoding, EXIF-rotated, first frame."""
+    pillow_warnings_filtered()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on damaged files: refused or tolerated here
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                raise ImageInputError(f"{name} is {width}x{height} pixels; the limit is {limits.max_pixels} pixels")
-            image.seek(0)
-            image.load()
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            raise ImageInputError(f"{name} is {width}x{height} pixels; the limit is {limits.max_pixels} pixels")
+        image.seek(0)
+        image.load()
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -6,9 +6,8 @@ from typing import Any
 
 
 def render_candidates(result: Any) -> str:
-    lines = [
-        f"memory {result.memory!r}, mode {result.mode} (searched: {', '.join(result.kinds_searched) or 'nothing'})"
-    ]
+    searched = ", ".join(result.kinds_searched) or "nothing"
+    lines = [f"retrieval (CLIP) from memory {result.memory!r}, mode {result.mode} (searched: {searched}):"]
     if result.region:
         box = ", ".join(f"{v:.0f}" for v in result.region.box)
         lines.append(f"region ({box}), views t={result.region.view_steps}")
@@ -30,7 +29,7 @@ def render_levels(levels: Any) -> list[str]:
 
 
 def render_ranking(result: Any) -> str:
-    lines = [f"ranked by {result.ranker} ({result.mode} mode, fallback {result.fallback})"]
+    lines = [f"ranking by {result.ranker} ({result.mode} mode, fallback {result.fallback}):"]
     for i, c in enumerate(result.ranked, 1):
         lines.append(f"{i:>3}. {c.label:<40} {c.score:7.4f}")
     if result.raw_text is not None:
@@ -50,10 +49,22 @@ def render_recognition(result: Any) -> str:
 
 
 def render_regions(result: Any) -> str:
-    parts = [f"{len(result.regions)} region(s) of a {result.image_size[0]}x{result.image_size[1]} image"]
+    """One answer per region: its box, the label, and how sure (the ranker's probability, or the
+    retrieval's when nothing was ranked)."""
+    lines = [f"{len(result.regions)} region(s) of a {result.image_size[0]}x{result.image_size[1]} image"]
     for i, region in enumerate(result.regions, 1):
-        parts.append(f"--- region {i}\n{render_recognition(region)}")
-    return "\n".join(parts)
+        box = ", ".join(f"{v:.0f}" for v in region.retrieval.region.box) if region.retrieval.region else "?"
+        lines.append(f"{i:>3}. ({box})  {region.label or 'no label'}{region_confidence(region)}")
+    return "\n".join(lines)
+
+
+def region_confidence(region: Any) -> str:
+    """'  p 0.62 (ranked)' or '  p 0.41 (retrieval)' for a region's answer; '' when it has none."""
+    if region.ranking and region.ranking.ranked:
+        return f"  p {region.ranking.ranked[0].score:.3f} (ranked)"
+    if region.retrieval.candidates:
+        return f"  p {region.retrieval.candidates[0].probability:.3f} (retrieval)"
+    return ""
 
 
 def render_detections(result: Any) -> str:
@@ -72,8 +83,11 @@ def render_memories(result: Any) -> str:
         encoder = f"{m.encoder.model} ({m.encoder.pretrained}, {m.encoder.dim}-d)" if m.encoder else "none"
         kinds = ", ".join(f"{n} {k}" for k, n in m.kinds.items()) or "empty"
         lines.append(f"{m.name}: {m.count} entries ({kinds}), {m.labels_total} labels, encoder {encoder}")
+        lines += [f"  {count:>6}  {label}" for label, count in m.labels.items()]
         if m.next_cursor:
             lines.append(f"  more labels: rar-tools memories --memory {m.name} --cursor {m.next_cursor}")
+        elif m.labels_truncated:
+            lines.append(f"  ... {m.labels_total - len(m.labels)} more label(s) (--max-labels to show more)")
     return "\n".join(lines)
 
 

@@ -371,6 +371,16 @@ class DescribeRegionsRequest(Request, BoxesFields):
         return self.models | ({"encoder"} if self.memory else set())
 
 
+class DeleteRequest(Request):
+    """Delete a whole memory: every entry, and the stored exemplar copies no other memory uses.
+    Cannot be undone."""
+
+    positional: ClassVar = ("memory",)
+    error: ClassVar = MemoryStoreError
+
+    memory: MemoryName
+
+
 OPERATIONS: dict[str, type[Request]] = {
     "add_to_memory": AddRequest,
     "retrieve_candidates": RetrieveRequest,
@@ -385,5 +395,6 @@ OPERATIONS: dict[str, type[Request]] = {
     "relabel_entries": RelabelRequest,
     "segment": SegmentRequest,
     "describe_regions": DescribeRegionsRequest,
+    "delete_memory": DeleteRequest,
 }
 """The MCP tool of each request model (the tool names are public and stay)."""

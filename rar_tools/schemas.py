@@ -104,6 +104,7 @@ class AddResult(BaseModel):
     entry_ids: list[str] = Field(description="ids of the new and already present entries (at most 1000)")
     count: int = Field(description="entries in the memory afterwards")
     skipped: list[SkippedInput] = Field(default_factory=list, description="inputs skipped as unreadable")
+    created: bool = Field(False, description="whether this call created the memory")
     message: str
 
 
@@ -182,3 +183,9 @@ class DetectResult(BaseModel):
     image_size: list[int] = Field(description="width and height of the image in pixels")
     detector: str
     timings: dict[str, float]
+
+
+class DeleteResult(BaseModel):
+    memory: str
+    removed: int = Field(description="entries the memory held")
+    message: str

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
@@ -27,7 +26,9 @@ from rar_tools.errors import RarToolsError
 from rar_tools.http_auth import auth_settings, refuse_read_only_token
 from rar_tools.lazy import BackgroundModel
 from rar_tools.mcp_extras import register_prompts, register_resources
-from rar_tools.requests import OPERATIONS, ProgressFn, Request
+from rar_tools.mcp_protocol import RarServer
+from rar_tools.progress import CallProgress
+from rar_tools.requests import OPERATIONS, Request
 from rar_tools.schemas import Candidate
 from rar_tools.tool_schema import tool_parameters
 from rar_tools.vision_schemas import DescribeResult, SegmentResult
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Picture = tuple[str, bytes | None, str]  # caption, image data (None: the caption alone), MIME type
+WAIT_STEP_S = 1.0  # a progress step per this many seconds of waiting for a model
 
 INSTRUCTIONS = """Fine-grained visual recognition with an explicit memory (RAR).
 Memories hold labelled exemplar images (few-shot) and label texts (zero-shot) as CLIP embeddings.
@@ -115,7 +117,9 @@ def tool_specs(tools: RarTools) -> list[ToolSpec]:
             schemas.RegionsResult,
             "recognising regions",
         ),
-        ToolSpec("detect_objects", tools.detection.detect, READ_ONLY, "Detect objects", schemas.DetectResult),
+        ToolSpec(
+            "detect_objects", tools.detection.detect, READ_ONLY, "Detect objects", schemas.DetectResult, "detecting"
+        ),
         ToolSpec("find_duplicates", tools.upkeep.duplicates, READ_ONLY, "Find duplicates", DuplicatesResult),
         ToolSpec("find_conflicts", tools.upkeep.conflicts, READ_ONLY, "Find conflicts", ConflictsResult),
         ToolSpec("relabel_entries", tools.upkeep.relabel, DESTRUCTIVE, "Relabel entries", RelabelResult),
@@ -136,6 +140,7 @@ def tool_specs(tools: RarTools) -> list[ToolSpec]:
             DescribeResult,
             "describing regions",
         ),
+        ToolSpec("delete_memory", tools.memories.delete_memory, DESTRUCTIVE, "Delete a memory", schemas.DeleteResult),
     ]
 
 
@@ -146,32 +151,26 @@ def overlay_picture(tools: RarTools, request: Any, result: SegmentResult) -> lis
     return [("the masks over the image:", tools.segmentation.overlay(request, result), "image/png")]
 
 
-async def wait_until_loaded(models: Sequence[BackgroundModel], ctx: Context, timeout: float) -> None:
-    """Wait for background models, reporting progress each second when the client asked."""
+async def wait_until_loaded(models: Sequence[BackgroundModel], progress: CallProgress, timeout: float) -> None:
+    """Wait for background models, a progress step each second (sent when the client asked)."""
     for model in models:
         waited = 0
-        while not await anyio.to_thread.run_sync(model.wait, 1.0):
+        while not await anyio.to_thread.run_sync(model.wait, WAIT_STEP_S, abandon_on_cancel=True):
             waited += 1
-            await ctx.report_progress(waited, None, f"waiting for the {model.name} to load ({waited} s)")
-            if waited >= timeout:
-                raise ToolError(f"the {model.name} is still loading after {waited} s; try again shortly")
+            await progress.waiting(f"waiting for the {model.name} to load ({waited * WAIT_STEP_S:g} s)")
+            if waited * WAIT_STEP_S >= timeout:
+                raise ToolError(
+                    f"the {model.name} is still loading after {waited * WAIT_STEP_S:g} s; try again shortly"
+                )
 
 
 async def run_api(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking API call in a worker thread; caller-fixable errors become `ToolError`."""
+    """Run a blocking API call in a worker thread; caller-fixable errors become `ToolError`. A
+    cancelled call (the client went away) stops waiting at once; its thread finishes on its own."""
     try:
-        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), abandon_on_cancel=True)
     except RarToolsError as exc:
         raise ToolError(str(exc)) from exc
-
-
-def thread_progress(ctx: Context, what: str) -> ProgressFn:
-    """A progress callback usable from the worker thread that runs an API call."""
-
-    def report(done: int, total: int) -> None:
-        anyio.from_thread.run(functools.partial(ctx.report_progress, done, total, f"{what}: {done}/{total}"))
-
-    return report
 
 
 async def with_thumbnails(tools: RarTools, result: BaseModel, memory: str, candidates: Sequence[Candidate]):
@@ -210,15 +209,17 @@ def make_tool(spec: ToolSpec, tools: RarTools) -> Callable[..., Any]:
             request = spec.request.validated(arguments)
         except RarToolsError as exc:
             raise ToolError(str(exc)) from exc
-        await wait_until_loaded(tools.components.loading(request.needs()), ctx, timeout)
+        progress = CallProgress(ctx)
+        await wait_until_loaded(tools.components.loading(request.needs()), progress, timeout)
+        work = progress.work(spec.progress or spec.name)
         if steps:
-            result = await run_api(spec.run, request, progress=thread_progress(ctx, spec.progress))
+            result = await run_api(spec.run, request, progress=work)
         else:
             if spec.progress:
-                await ctx.report_progress(0, 1, spec.progress)
+                await work.started()
             result = await run_api(spec.run, request)
             if spec.progress:
-                await ctx.report_progress(1, 1, "done")
+                await work.finished()
         if spec.pictures is not None:
             return with_pictures(result, await run_api(spec.pictures, request, result))
         if spec.candidates is None:
@@ -247,7 +248,7 @@ def create_server(tools: RarTools, token_verifier: TokenVerifier | None = None) 
 
     s = tools.settings
     auth = auth_settings(s.host, s.port) if token_verifier is not None else None
-    mcp = MCPServer(
+    mcp = RarServer(
         "rar-tools",
         version=__version__,
         instructions=INSTRUCTIONS,

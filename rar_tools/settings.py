@@ -184,6 +184,15 @@ class Settings(BaseSettings):
         """From the environment: a JSON list, or names joined by commas."""
         return environment_list(value, ",", "names")
 
+    # CPU threads (issue 17)
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="CPU threads torch uses for the models (unset: 1 when every model loaded at start has "
+        "weights under 80 MB, else one per available core, at most 8; see docs/performance.md)",
+    )
+
     # Memory upkeep and speed (docs/portability.md)
     no_in_process_index: bool = Field(
         False,

@@ -349,7 +349,11 @@ def calls_in(module: Path) -> set[str]:
 # the CLI's `bench` command reaches it (tests/test_import_boundaries.py), never a tool or the API.
 # The bundle build runs the MCPB tool (`npx @anthropic-ai/mcpb pack`); only `python -m rar_tools.release`
 # reaches it (tests/test_import_boundaries.py).
-SPAWN_ALLOWED = {"bench/startup.py": {"subprocess.Popen", "subprocess.run"}, "release/bundle.py": {"subprocess.run"}}
+SPAWN_ALLOWED = {
+    "bench/startup.py": {"subprocess.Popen", "subprocess.run"},  # servers and --help, timed from spawn
+    "bench/threads.py": {"subprocess.Popen"},  # the busy-loop process that competes for the CPU
+    "release/bundle.py": {"subprocess.run"},
+}
 
 
 def test_no_module_starts_a_shell_or_a_process() -> None:

@@ -210,12 +210,36 @@ CHROMA_REJECTS = ["-bad", "bad-", "a..b", "ab\n", "x" * 65, "ümlaut", "a/b", "a
 
 # Other arguments that must be refused: (tool, arguments, what the message says).
 BAD_ARGUMENTS: dict[str, tuple[str, dict, str]] = {
-    "k-zero": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": 0}, "greater than or equal to 1"),
-    "k-above-limit": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": 51}, "less than or equal to 50"),
-    "k-not-a-number": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": "five"}, "got the string 'five'"),
-    "k-true": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": True}, "got the boolean true"),
-    "k-numeric-string": ("retrieve_candidates", {"memory": "m", "image": GOOD, "k": "3"}, "got the string '3'"),
-    "views-true": ("retrieve_candidates", {"memory": "m", "image": GOOD, "views": True}, "got the boolean true"),
+    "k-zero": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "k": 0},
+        "k must be an integer from 1 to 50, got 0",
+    ),
+    "k-above-limit": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "k": 51},
+        "k must be an integer from 1 to 50, got 51",
+    ),
+    "k-not-a-number": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "k": "five"},
+        "k must be an integer from 1 to 50, got 'five'",
+    ),
+    "k-true": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "k": True},
+        "k must be an integer from 1 to 50, got True",
+    ),
+    "k-numeric-string": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "k": "3"},
+        "k must be an integer from 1 to 50, got '3'",
+    ),
+    "views-true": (
+        "retrieve_candidates",
+        {"memory": "m", "image": GOOD, "views": True},
+        "views must be an integer from 1",
+    ),
     "box-coordinate-false": (
         "retrieve_candidates",
         {"memory": "m", "image": GOOD, "box": [False, 0, 5, 5]},
@@ -231,7 +255,11 @@ BAD_ARGUMENTS: dict[str, tuple[str, dict, str]] = {
         {"memory": "m", "image": GOOD, "thumbnails": 1},
         "expected true or false, got 1",
     ),
-    "max-labels-true": ("list_memories", {"max_labels": True}, "got the boolean true"),
+    "max-labels-true": (
+        "list_memories",
+        {"max_labels": True},
+        "max_labels must be an integer from 0 to 10000, got True",
+    ),
     "unknown-memory": ("retrieve_candidates", {"memory": "nope", "image": GOOD}, "memory 'nope' does not exist"),
     "unknown-mode": ("retrieve_candidates", {"memory": "m", "image": GOOD, "mode": "both"}, "'auto', 'image' or"),
     **{
@@ -240,9 +268,9 @@ BAD_ARGUMENTS: dict[str, tuple[str, dict, str]] = {
     },
     "memory-name-retrieve": ("retrieve_candidates", {"memory": "a..b", "image": GOOD}, "is invalid: use 1-64"),
     "memory-name-remove": ("remove_from_memory", {"memory": "-x", "label": "seed"}, "is invalid: use 1-64"),
-    "label-empty": ("add_to_memory", {"memory": "m", "labels": [""]}, "at least 1 character"),
+    "label-empty": ("add_to_memory", {"memory": "m", "labels": [""]}, "label is empty"),
     "label-whitespace": ("add_to_memory", {"memory": "m", "labels": [" \t "]}, "label is empty"),
-    "label-10kB": ("add_to_memory", {"memory": "m", "labels": ["x" * 10_000]}, "at most 200 characters"),
+    "label-10kB": ("add_to_memory", {"memory": "m", "labels": ["x" * 10_000]}, "the limit is 200"),
     "label-control-chars": ("add_to_memory", {"memory": "m", "labels": ["red\x00\x1b[31m"]}, "control characters"),
     "label-zero-width-only": ("add_to_memory", {"memory": "m", "labels": ["\u200b\u200d"]}, "no visible character"),
     "image-label-filler-only": (
@@ -272,11 +300,11 @@ BAD_ARGUMENTS: dict[str, tuple[str, dict, str]] = {
     "neither-images-nor-labels": ("add_to_memory", {"memory": "m"}, "give either `images`"),
     "images-without-label": ("add_to_memory", {"memory": "m", "images": [GOOD]}, "`label` is required"),
     "duplicate-candidates": ("rank_candidates", {"image": GOOD, "candidates": ["a", "b", " a "]}, "duplicate"),
-    "one-candidate": ("rank_candidates", {"image": GOOD, "candidates": ["a"]}, "at least 2 items"),
+    "one-candidate": ("rank_candidates", {"image": GOOD, "candidates": ["a"]}, "give 2 to 50 candidates"),
     "10000-candidates": (
         "rank_candidates",
         {"image": GOOD, "candidates": [f"c{i}" for i in range(10_000)]},
-        "at most 50",
+        "give 2 to 50 candidates to rank, got 10000",
     ),
     "candidate-control-chars": ("rank_candidates", {"image": GOOD, "candidates": ["a", "b\x00"]}, "control characters"),
     "candidate-whitespace": ("rank_candidates", {"image": GOOD, "candidates": ["a", "   "]}, "candidate is empty"),
@@ -295,9 +323,17 @@ BAD_ARGUMENTS: dict[str, tuple[str, dict, str]] = {
         {"memory": "m", "image": GOOD, "box": [0, 0, 2, 1], "box_normalized": True},
         "within 0..1",
     ),
-    "no-boxes": ("recognize_regions", {"memory": "m", "image": GOOD, "boxes": []}, "at least 1 item"),
-    "max-labels-negative": ("list_memories", {"max_labels": -1}, "greater than or equal to 0"),
-    "unknown-argument-type": ("list_memories", {"max_labels": [1]}, "valid integer"),
+    "no-boxes": (
+        "recognize_regions",
+        {"memory": "m", "image": GOOD, "boxes": []},
+        "give a list of 1 to 100 boxes, got []",
+    ),
+    "max-labels-negative": (
+        "list_memories",
+        {"max_labels": -1},
+        "max_labels must be an integer from 0 to 10000, got -1",
+    ),
+    "unknown-argument-type": ("list_memories", {"max_labels": [1]}, "max_labels must be an integer from 0 to 10000"),
 }
 
 CASES = [

@@ -18,6 +18,7 @@ import pytest
 from rar_tools.bench import SECTIONS, BenchConfig, run_bench
 from rar_tools.bench.data import ClusteredSpace, exact_top_labels, label_recall, write_photos
 from rar_tools.bench.startup import repeat, seconds_to_initialize
+from rar_tools.bench.threads import competing_load
 from rar_tools.bench.timing import time_rounds
 from rar_tools.cli import main
 
@@ -137,6 +138,25 @@ def test_e2e_reports_start_up_from_spawn_with_targets(document: dict[str, Any]) 
     assert "--no-ranker" in startup["initialize"]["command"] and startup["help"]["command"][-1] == "--help"
     bounds = {t["name"].split(":")[0]: t["bound"] for t in document["sections"]["e2e"]["targets"]}
     assert bounds["serve --no-ranker (stdio)"] == 1.5 and bounds["rar-tools --help"] == 1.0
+
+
+def test_e2e_reports_how_fast_the_server_stops(document: dict[str, Any]) -> None:
+    startup = figures(document, "e2e")["startup"]
+    for key, target in (("stop_stdin", 1.0), ("stop_sigint", 2.0)):
+        figure = startup[key]
+        assert figure["errors"] == [] and len(figure["runs_s"]) == 3 and all(r > 0 for r in figure["runs_s"])
+        assert figure["target_s"] == target
+    bounds = {t["name"].split(",")[0]: t["bound"] for t in document["sections"]["e2e"]["targets"]}
+    assert bounds["serve"] in (1.0, 2.0) and len(document["sections"]["e2e"]["targets"]) == 6
+
+
+def test_threads_reports_both_models_at_one_two_and_the_default_idle_and_busy(document: dict[str, Any]) -> None:
+    threads = figures(document, "threads")
+    assert threads["default_threads"] == {"encoder": 1, "ranker": 1}  # the tiny checkpoints
+    for model in ("encoder", "ranker"):
+        assert set(threads[model]) == {"1", "2"}
+        for by_load in threads[model].values():
+            assert set(by_load) == {"idle", "busy"} and all(f["n"] == 2 and f["p50_ms"] > 0 for f in by_load.values())
 
 
 FAKE_SERVER = """
@@ -289,3 +309,11 @@ def test_the_optional_sections_run_only_when_named() -> None:
     from rar_tools.bench.config import OPTIONAL_SECTIONS
 
     assert set(OPTIONAL_SECTIONS) == {"segment", "describe"} and not set(OPTIONAL_SECTIONS) & set(SECTIONS)
+
+
+def test_the_competing_load_runs_only_inside_its_block() -> None:
+    with competing_load(True, processes=2) as loops:
+        assert len(loops) == 2 and all(loop.poll() is None for loop in loops)
+    assert all(loop.poll() is not None for loop in loops)
+    with competing_load(False) as none:
+        assert none == []

@@ -76,7 +76,7 @@ def test_csv_with_header_and_split_column(tmp_path: Path) -> None:
     rows += ["img/2.png,Blue_Thing,train", "img/3.png,Blue_Thing,test"]
     (tmp_path / "set.csv").write_text("\n".join(rows) + "\n")
     dataset = load_dataset(tmp_path / "set.csv")
-    assert dataset.format == "csv" and dataset.name == "set"
+    assert dataset.format == "csv" and dataset.name == tmp_path.name  # the data set's folder, not the CSV's name
     assert [i.id for i in dataset.train] == ["img/0.png", "img/2.png"]
     assert dataset.test[0].path == str((tmp_path / "img" / "1.png").resolve())
 

@@ -194,8 +194,8 @@ def test_the_mcp_tool_without_overlay_returns_no_image(tools: RarTools, scene: s
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ({"labels": []}, "at least 1 item"),
-        ({"labels": [f"l{i}" for i in range(1000)]}, "at most 100 items"),
+        ({"labels": []}, "give 1 to 100 labels to segment, got 0"),
+        ({"labels": [f"l{i}" for i in range(1000)]}, "give 1 to 100 labels to segment, got 1000"),
         ({"labels": ["a"], "boxes": [[500, 500, 520, 520]]}, "lies outside"),
         ({}, "give `labels` or `memory`"),
     ],

@@ -43,6 +43,7 @@ API_METHODS = {
     "relabel_entries": "relabel",
     "segment": "segment",
     "describe_regions": "describe_regions",
+    "delete_memory": "delete_memory",
 }
 CLI_COMMANDS = {
     "retrieve_candidates": "retrieve",
@@ -57,6 +58,7 @@ CLI_COMMANDS = {
     "relabel_entries": "relabel",
     "segment": "segment",
     "describe_regions": "describe-regions",
+    "delete_memory": "delete",
 }
 SCHEMA_KEYS = (
     "type",

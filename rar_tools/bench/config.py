@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
-SECTIONS = ("encode", "add", "retrieve", "rank", "e2e")
+SECTIONS = ("encode", "add", "retrieve", "rank", "e2e", "threads")
 OPTIONAL_SECTIONS = ("segment", "describe")  # run only when named in --sections
 TINY_RANKER = "tiny"
 RANDOM_QWEN25_VL_3B = "random-qwen2.5-vl-3b"

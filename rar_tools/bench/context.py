@@ -15,7 +15,7 @@ from rar_tools.bench.data import write_photos
 from rar_tools.errors import ModelLoadError
 from rar_tools.settings import Settings
 
-RANKER_SECTIONS = {"rank", "e2e", "describe"}
+RANKER_SECTIONS = {"rank", "e2e", "threads", "describe"}
 
 
 def ranker_folder(name: str, work_dir: Path, device: str) -> str:

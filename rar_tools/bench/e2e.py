@@ -5,7 +5,6 @@ start-up figures measured from spawn (`startup.py`): stdio server to `initialize
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from mcp import Client, StdioServerParameters
 
 from rar_tools.bench.context import BenchContext
 from rar_tools.bench.report import SectionResult, Table, Target
-from rar_tools.bench.startup import SPAWNS, child_env, measure_startup, model_flags, startup_rows, startup_targets
+from rar_tools.bench.startup import SPAWNS, child_env, measure_startup, serve_command, startup_rows, startup_targets
 from rar_tools.bench.timing import summarise, time_calls
 from rar_tools.server import create_server
 from rar_tools.settings import Settings
@@ -63,9 +62,8 @@ async def time_tools(client: Client, image: str, repeats: int) -> dict[str, dict
 
 def stdio_parameters(settings: Settings, data_dir: Path) -> StdioServerParameters:
     """`rar-tools serve` with the run's models, importing the same rar_tools as this process."""
-    args = ["-m", "rar_tools", "serve", "--data-dir", str(data_dir), *model_flags(settings)]
-    args += ["--ranker-model", settings.ranker_model]
-    return StdioServerParameters(command=sys.executable, args=args, env=child_env())
+    command, *args = serve_command(settings, data_dir, ranker=True)
+    return StdioServerParameters(command=command, args=args, env=child_env())
 
 
 async def in_process(ctx: BenchContext, photos: list[str]) -> dict[str, dict[str, Any]]:

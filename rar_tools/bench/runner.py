@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rar_tools.bench import add, describe, e2e, encode, rank, retrieve, segment
+from rar_tools.bench import add, describe, e2e, encode, rank, retrieve, segment, threads
 from rar_tools.bench.config import BenchConfig
 from rar_tools.bench.context import BenchContext
 from rar_tools.bench.report import SectionResult, environment, render_section, write_json
@@ -26,6 +26,7 @@ RUNNERS: dict[str, Callable[[BenchContext], SectionResult]] = {
     "e2e": e2e.run,
     "segment": segment.run,
     "describe": describe.run,
+    "threads": threads.run,
 }
 
 

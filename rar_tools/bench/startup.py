@@ -1,4 +1,5 @@
-"""Start-up, measured from spawn: how long a desktop host waits for the server, and the CLI for `--help`.
+"""Start and stop, measured from outside: how long a desktop host waits for the server, for `--help`,
+and for the server to exit when it is told to stop.
 
 - initialize: seconds from spawning `python -m rar_tools serve --no-ranker ...` (stdio, the run's
   CLIP settings, a fresh data folder) until the `initialize` response arrives on its stdout. The
@@ -7,6 +8,10 @@
   interpreter, the imports and the server's construction.
 - help: wall time of `rar-tools --help` (the console script beside this interpreter, else
   `python -m rar_tools --help`).
+- stop on stdin close / SIGINT: seconds from closing the server's stdin (how a host ends a session)
+  or sending it SIGINT (Ctrl-C), right after its `initialize` response and an `add_to_memory` call
+  that waits for CLIP, until the process has exited: `rar-tools serve` with the run's CLIP and
+  ranker, both still loading then, and the call in flight, as when a host closes a session early.
 
 Each is the median of `SPAWNS` fresh processes. Every process gets a deadline and is killed after.
 """
@@ -16,15 +21,18 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from mcp.types import LATEST_PROTOCOL_VERSION
 
@@ -35,11 +43,20 @@ from rar_tools.settings import Settings
 SPAWNS = 3
 INITIALIZE_TARGET_S = 1.5
 HELP_TARGET_S = 1.0
+STOP_TARGETS_S = {"stdin": 1.0, "SIGINT": 2.0, "SIGTERM": 2.0}  # hosts wait 2 s after closing stdin, then SIGTERM
 INITIALIZE_TIMEOUT_S = 60.0  # desktop hosts give up on `initialize` after about a minute
 HELP_TIMEOUT_S = 30.0
 EXIT_GRACE_S = 5.0
 STDERR_TAIL_CHARS = 800
 INITIALIZE_ID = 1
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+StopHow = Literal["stdin", "SIGINT", "SIGTERM"]
+WAITING_CALL = {  # a call that waits for CLIP: in flight when the server is told to stop
+    "jsonrpc": "2.0",
+    "id": 2,
+    "method": "tools/call",
+    "params": {"name": "add_to_memory", "arguments": {"memory": "stop-test", "labels": ["a label"]}},
+}
 
 
 def child_env() -> dict[str, str]:
@@ -60,11 +77,10 @@ def model_flags(settings: Settings) -> list[str]:
     ]
 
 
-def serve_command(settings: Settings, data_dir: Path) -> list[str]:
-    """`rar-tools serve` over stdio without a ranker, with the run's CLIP."""
-    return [sys.executable, "-m", "rar_tools", "serve", "--no-ranker", "--data-dir", str(data_dir)] + model_flags(
-        settings
-    )
+def serve_command(settings: Settings, data_dir: Path, ranker: bool = False) -> list[str]:
+    """`rar-tools serve` over stdio with the run's CLIP, and its ranker if `ranker` (else none)."""
+    command = [sys.executable, "-m", "rar_tools", "serve", "--data-dir", str(data_dir), *model_flags(settings)]
+    return command + (["--ranker-model", settings.ranker_model] if ranker else ["--no-ranker"])
 
 
 def help_command() -> list[str]:
@@ -130,8 +146,30 @@ def stop(process: subprocess.Popen, reader: threading.Thread | None = None) -> N
         process.stdout.close()
 
 
-def seconds_to_initialize(command: list[str], env: dict[str, str], timeout_s: float = INITIALIZE_TIMEOUT_S) -> float:
-    """Seconds from spawning `command` until its `initialize` response arrives on stdout."""
+@dataclass
+class Spawned:
+    """A server process that has answered `initialize`, with its stdout lines and stderr file."""
+
+    process: subprocess.Popen
+    lines: queue.Queue
+    stderr: IO[bytes]
+    initialize_s: float
+
+    def send(self, messages: Sequence[dict[str, Any]]) -> None:
+        self.process.stdin.write(b"".join((json.dumps(m) + "\n").encode() for m in messages))
+        self.process.stdin.flush()
+
+    def stderr_text(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+
+@contextmanager
+def spawned_server(
+    command: list[str], env: dict[str, str], timeout_s: float = INITIALIZE_TIMEOUT_S
+) -> Iterator[Spawned]:
+    """Spawn `command` with `initialize` written at once; yields when the response has arrived, and
+    stops the process (stdin closed, then killed past `EXIT_GRACE_S`) afterwards."""
     lines: queue.Queue = queue.Queue()
     with tempfile.TemporaryFile() as stderr:
         start = time.perf_counter()
@@ -146,11 +184,66 @@ def seconds_to_initialize(command: list[str], env: dict[str, str], timeout_s: fl
             except (TimeoutError, RuntimeError) as exc:
                 raise RuntimeError(f"{exc} within {timeout_s:g} s{stderr_tail(stderr)}") from exc
             elapsed = time.perf_counter() - start
+            if "result" not in response:
+                raise RuntimeError(f"initialize was refused: {response.get('error')}")
+            yield Spawned(process, lines, stderr, elapsed)
         finally:
             stop(process, reader)
-    if "result" not in response:
-        raise RuntimeError(f"initialize was refused: {response.get('error')}")
-    return elapsed
+
+
+def seconds_to_initialize(command: list[str], env: dict[str, str], timeout_s: float = INITIALIZE_TIMEOUT_S) -> float:
+    """Seconds from spawning `command` until its `initialize` response arrives on stdout."""
+    with spawned_server(command, env, timeout_s) as server:
+        return server.initialize_s
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How a server process ended: seconds from the stop to its exit, its status and its stderr."""
+
+    seconds: float
+    returncode: int
+    stderr: str
+
+
+def stop_server(
+    command: list[str], env: dict[str, str], how: StopHow, messages: Sequence[dict[str, Any]] = ()
+) -> Stopped:
+    """Spawn `command`, wait for its `initialize` response, send `messages`, then stop it `how`
+    (close its stdin, or send the signal) and time its exit, killing it past `EXIT_GRACE_S`."""
+    with spawned_server(command, env) as server:
+        server.send([INITIALIZED, *messages])
+        start = time.perf_counter()
+        if how == "stdin":
+            server.process.stdin.close()
+        else:
+            server.process.send_signal(getattr(signal, how))
+        try:
+            server.process.wait(timeout=EXIT_GRACE_S)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"still running {EXIT_GRACE_S:g} s after {how}{stderr_tail(server.stderr)}") from exc
+        return Stopped(time.perf_counter() - start, server.process.returncode, server.stderr_text())
+
+
+def seconds_to_stop(command: list[str], env: dict[str, str], how: StopHow) -> float:
+    """Seconds until a server that has just answered `initialize`, and been sent a tool call that
+    waits for the loading CLIP, exits after `how`; an error unless it exits with status 0."""
+    stopped = stop_server(command, env, how, [WAITING_CALL])
+    if stopped.returncode != 0:
+        raise RuntimeError(
+            f"exited with status {stopped.returncode} after {how}: {stopped.stderr[-STDERR_TAIL_CHARS:]}"
+        )
+    return stopped.seconds
+
+
+def tool_call(request_id: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-RPC `tools/call` request."""
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
 
 
 def stderr_tail(stderr: IO[bytes]) -> str:
@@ -185,21 +278,30 @@ def repeat(measure: Callable[[int], float], spawns: int) -> dict[str, Any]:
 
 
 def measure_startup(settings: Settings, work_dir: Path, spawns: int = SPAWNS) -> dict[str, Any]:
-    """Start-up figures: spawn to `initialize` (each spawn on a fresh data folder) and `--help`."""
+    """Start-up and stop figures: spawn to `initialize` (each spawn on a fresh data folder), `--help`,
+    and exit after stdin is closed or SIGINT is sent."""
     env = child_env()
     serve = [serve_command(settings, work_dir / f"startup-{i}") for i in range(spawns)]
     initialize = repeat(lambda i: seconds_to_initialize(serve[i], env), spawns)
     help_run = repeat(lambda _: seconds_to_help(help_command(), env), spawns)
-    return {
+    figures = {
         "spawns": spawns,
         "initialize": {**initialize, "command": serve[0], "target_s": INITIALIZE_TARGET_S},
         "help": {**help_run, "command": help_command(), "target_s": HELP_TARGET_S},
     }
+    full = [serve_command(settings, work_dir / f"stop-{i}", ranker=True) for i in range(spawns)]
+    for how, key in STOPS.items():
+        stops = repeat(lambda i, how=how: seconds_to_stop(full[i], env, how), spawns)
+        figures[key] = {**stops, "command": full[0], "target_s": STOP_TARGETS_S[how]}
+    return figures
 
 
+STOPS: dict[StopHow, str] = {"stdin": "stop_stdin", "SIGINT": "stop_sigint"}
 STARTUP_FIGURES = (
     ("initialize", "serve --no-ranker (stdio): spawn to initialize response"),
     ("help", "rar-tools --help: wall time"),
+    ("stop_stdin", "serve, models loading, a call waiting: stdin closed to exit"),
+    ("stop_sigint", "serve, models loading, a call waiting: SIGINT to exit"),
 )
 
 

@@ -12,6 +12,7 @@ from typing import Literal, get_args
 from rar_tools.evaluation.metrics import TOP_N
 from rar_tools.evaluation.records import EvaluationError
 from rar_tools.evaluation.sampling import ShotSampler
+from rar_tools.interrupts import StopRequest
 from rar_tools.limits import RankMode
 from rar_tools.validation import check_k
 
@@ -71,3 +72,4 @@ class RunOptions:
     overwrite: bool = False
     keep_memory: Path | None = None  # build the memories here and keep them (default: a temporary folder)
     progress: bool | None = None  # bars on stderr; None: only on a terminal
+    stop: StopRequest | None = None  # Ctrl-C's request to stop between two queries (see rar_tools.interrupts)

@@ -113,12 +113,64 @@ def load_folder(root: Path, split_ratio: float | None = None, seed: int = 0) -> 
             raise DatasetError(f"{root} already has {train_dir.name}/ and {test_dir.name}/; drop --split-ratio")
         train, test = folder_items(train_dir, "train/"), folder_items(test_dir, f"{test_dir.name}/")
     else:
+        items = folder_items(root)
+        if not items and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
+            raise DatasetError(flat_folder_message(root))
         if split_ratio is None:
             raise DatasetError(
                 f"{root} has no train/ and test/ folders: give --split-ratio R to split its <label>/ folders"
             )
-        train, test = split_by_ratio(folder_items(root), split_ratio, seed)
+        train, test = split_by_ratio(items, split_ratio, seed)
     return Dataset(root.name, str(root), "folder", tuple(train), tuple(test))
+
+
+def flat_folder_message(root: Path) -> str:
+    """Why a folder of images without label subfolders cannot be read as it is, and the two ways to read it."""
+    return (
+        f"{root} holds images but no <label>/ subfolders, so their labels are unknown. Either give "
+        "--label-from-name REGEX to read each label from its file name (the first group, or the group "
+        "named 'label': e.g. '^(.+?)_[0-9]+$' reads Blue_Jay from Blue_Jay_0001.jpg) with --split-ratio R, "
+        "or list the images in a CSV of path,label[,split] and evaluate that file (docs/evaluation.md)"
+    )
+
+
+# -- labels in file names ----------------------------------------------------------------------
+def load_named(root: Path, pattern: str, split_ratio: float | None = None, seed: int = 0) -> Dataset:
+    """The images of `root` (and its subfolders), each labelled by `pattern` searched in its file name
+    (without the suffix): its group 'label', else its first group, else the whole match."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise DatasetError(f"--label-from-name {pattern!r} is not a regular expression: {exc}") from None
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    items, unmatched = [], []
+    for path in paths:
+        label = name_label(regex, path.stem)
+        if label:
+            items.append(LabelledImage(path.relative_to(root).as_posix(), str(path.resolve()), label))
+        else:
+            unmatched.append(path.name)
+    if unmatched:
+        shown = ", ".join(unmatched[:3]) + (f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else "")
+        raise DatasetError(f"--label-from-name {pattern!r} finds no label in {shown}")
+    if split_ratio is None:
+        raise DatasetError(
+            "labels from file names have no train/test split: give --split-ratio R (the train fraction)"
+        )
+    train, test = split_by_ratio(items, split_ratio, seed)
+    return Dataset(root.name, str(root), "named", tuple(train), tuple(test))
+
+
+def name_label(regex: re.Pattern[str], stem: str) -> str | None:
+    """The label `regex` finds in a file name's `stem`, stripped; None when it finds none."""
+    found = regex.search(stem)
+    if not found:
+        return None
+    if "label" in regex.groupindex:
+        label = found.group("label")
+    else:
+        label = found.group(1) if regex.groups else found.group(0)
+    return label.strip() if label and label.strip() else None
 
 
 # -- CUB ---------------------------------------------------------------------------------------
@@ -185,7 +237,7 @@ def load_csv(path: Path, split_ratio: float | None = None, seed: int = 0) -> Dat
             raise DatasetError(f"{path} has a split column; drop --split-ratio")
         train = [item for item, split in zip(items, splits) if split == "train"]
         test = [item for item, split in zip(items, splits) if split == "test"]
-    return Dataset(path.stem, str(path), "csv", tuple(train), tuple(test))
+    return Dataset(path.resolve().parent.name, str(path), "csv", tuple(train), tuple(test))
 
 
 # -- any ---------------------------------------------------------------------------------------
@@ -199,14 +251,23 @@ def detect_format(path: Path) -> DatasetFormat:
 
 
 def load_dataset(
-    path: Path | str, format: DatasetFormat = "auto", split_ratio: float | None = None, seed: int = 0
+    path: Path | str,
+    format: DatasetFormat = "auto",
+    split_ratio: float | None = None,
+    seed: int = 0,
+    label_pattern: str | None = None,
 ) -> Dataset:
-    """Read a data set in any supported layout; refuses one with an empty split or no labels."""
+    """Read a data set in any supported layout (labels from file names with `label_pattern`); refuses
+    one with an empty split or no labels."""
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise DatasetError(f"data set {str(path)!r} does not exist")
     chosen = detect_format(path) if format == "auto" else format
-    if chosen == "csv":
+    if label_pattern is not None:
+        if not path.is_dir():
+            raise DatasetError(f"--label-from-name reads the images of a folder; {str(path)!r} is not one")
+        dataset = load_named(path, label_pattern, split_ratio, seed)
+    elif chosen == "csv":
         dataset = load_csv(path, split_ratio, seed)
     elif chosen == "cub":
         dataset = load_cub(path)

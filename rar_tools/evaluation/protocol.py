@@ -18,6 +18,7 @@ answer is appended to `queries.jsonl` at once, so a stopped run resumes where it
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import sys
 import tempfile
@@ -44,6 +45,7 @@ from rar_tools.limits import MIN_CANDIDATES, Fallback, RetrievalMode
 from rar_tools.memory import MemoryStore, NewEntry
 from rar_tools.settings import Settings
 
+log = logging.getLogger(__name__)
 QUERIES_FILE = "queries.jsonl"
 # Settings that change an answer: a resumed run must match the stopped one in all of them.
 ANSWER_SETTINGS = (
@@ -114,12 +116,14 @@ def run_identity(settings: Settings, dataset: Dataset, config: EvalConfig) -> di
 class Evaluation:
     """One run: the tools on an evaluation store, the data set, the configuration and the record log."""
 
-    def __init__(self, tools: RarTools, dataset: Dataset, config: EvalConfig, log: RecordLog, progress: bool | None):
+    def __init__(self, tools: RarTools, dataset: Dataset, config: EvalConfig, log: RecordLog, options: RunOptions):
         self.tools = tools
         self.dataset = dataset
         self.config = config
         self.log = log
-        self.progress = progress
+        self.progress = options.progress
+        self.stop = options.stop
+        self.planned = 0  # answers this run computes
         self.label_of = prompt_names(dataset.labels)  # prompt name -> label as given
         self.name_of = {label: name for name, label in self.label_of.items()}
         self.slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset.name).strip("-")[:32] or "data"
@@ -129,7 +133,24 @@ class Evaluation:
         self.memory_encode_s = 0.0
 
     def bar(self, total: int, desc: str) -> tqdm:
-        return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None if self.progress else True)
+        """A progress bar on stderr: shown on a terminal unless `progress` says otherwise."""
+        disable = None if self.progress is None else not self.progress
+        return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=disable)
+
+    def check_stop(self) -> None:
+        """Raise `Interrupted` at this safe point if Ctrl-C asked for a stop."""
+        if self.stop is not None:
+            self.stop.check(sum(self.computed.values()), self.planned, "answers", " with --resume")
+
+    def summarise_shots(self, shots: int, queries: Sequence[LabelledImage]) -> None:
+        """One log line with each method's top-1 accuracy at `shots` (0: zero-shot)."""
+        methods = [m for m, n in self.config.groups() if n == shots]
+        records = [
+            self.log.records[(m, shots, q.id)] for m in methods for q in queries if self.log.has((m, shots, q.id))
+        ]
+        parts = [f"{f.method} {100 * f.top1:.1f}%" for f in summarise(records, self.config.k)]
+        what = "zero-shot" if shots == ZERO_SHOT_SHOTS else f"{shots}-shot"
+        log.info("%s top-1: %s (%d queries)", what, ", ".join(parts) or "no answers", len(queries))
 
     # -- planning --------------------------------------------------------------------------
     def todo(self, queries: Sequence[LabelledImage], method: str, shots: int) -> list[LabelledImage]:
@@ -145,9 +166,11 @@ class Evaluation:
         if any(queries_left for (method, _), queries_left in todo.items() if method == "rar"):
             self.tools.ensure_ranker()  # no ranker: fail before any work
         pending = {q.id for group in todo.values() for q in group}
+        self.planned = sum(len(group) for group in todo.values())
         vectors = self.encode([q for q in queries if q.id in pending], "encoding queries")
         if todo.get((ZERO_SHOT, ZERO_SHOT_SHOTS)):
             self.zero_shot(todo[(ZERO_SHOT, ZERO_SHOT_SHOTS)], vectors)
+            self.summarise_shots(ZERO_SHOT_SHOTS, queries)
         shots_todo = [n for n in config.shots if any(todo[(m, n)] for m in config.image_methods)]
         if shots_todo:
             pool = self.encode(
@@ -159,6 +182,7 @@ class Evaluation:
             for n in shots_todo:
                 todo_n = {q.id for m in config.image_methods for q in todo[(m, n)]}
                 self.n_shot(n, [q for q in queries if q.id in todo_n], vectors, pool)
+                self.summarise_shots(n, queries)
         records = [
             self.log.records[(m, n, q.id)] for m, n in config.groups() for q in queries if self.log.has((m, n, q.id))
         ]
@@ -181,6 +205,7 @@ class Evaluation:
         encoder, found = self.tools.encoder, {}
         with self.bar(len(items), desc) as bar:
             for start in range(0, len(items), encoder.batch_size):
+                self.check_stop()
                 batch = items[start : start + encoder.batch_size]
                 began = time.perf_counter()
                 loaded = {}
@@ -304,6 +329,7 @@ class Evaluation:
     def with_bar(self, items: list[LabelledImage], desc: str) -> Iterator[LabelledImage]:
         with self.bar(len(items), desc) as bar:
             for item in items:
+                self.check_stop()
                 yield item
                 bar.update(1)
 
@@ -325,4 +351,4 @@ def run_evaluation(
     log = RecordLog(Path(out_dir) / QUERIES_FILE, identity, options.resume, options.overwrite)
     with evaluation_store(options.keep_memory) as folder:
         tools = RarTools(settings, store=MemoryStore(folder))
-        return Evaluation(tools, dataset, config, log, options.progress).run()
+        return Evaluation(tools, dataset, config, log, options).run()

@@ -19,6 +19,7 @@ from rar_tools.evaluation.config import ZERO_SHOT, ZERO_SHOT_SHOTS, EvalConfig
 from rar_tools.evaluation.datasets import Dataset
 from rar_tools.evaluation.metrics import DEFINITIONS, MethodFigures
 from rar_tools.evaluation.protocol import QUERIES_FILE, RunOutcome, shortest_class
+from rar_tools.evaluation.sampling import by_label
 from rar_tools.evaluation.weights import WeightsInfo, describe_weights
 from rar_tools.settings import Settings
 
@@ -47,6 +48,9 @@ class EvalReport(BaseModel):
     configuration: dict[str, Any]
     run: dict[str, Any]
     skipped_images: dict[str, str] = Field(description="image id -> why it could not be read")
+    shot_warnings: list[str] = Field(
+        default_factory=list, description="shot counts some classes cannot fill: their memories hold fewer images"
+    )
 
 
 def versions() -> dict[str, str]:
@@ -70,6 +74,22 @@ def test_weights_warning(weights: WeightsInfo, classes: int) -> str | None:
         "pixel statistics such as colour, not as the method's accuracy. This run shows that the pipeline works; "
         "evaluate with real weights (see the README) for meaningful numbers."
     )
+
+
+def shot_warnings(dataset: Dataset, shots: tuple[int, ...]) -> list[str]:
+    """A warning per shot count that some classes have fewer train images for: their n-shot memory
+    holds all they have, so that column is not a true n-shot figure."""
+    sizes = [len(group) for group in by_label(dataset.train).values()]
+    warnings = []
+    for n in shots:
+        short = sum(size < n for size in sizes)
+        if short:
+            warnings.append(
+                f"{n}-shot: {short} of {len(sizes)} classes have fewer than {n} train images (the fewest: "
+                f"{min(sizes)}); their memories hold every image they have, so the {n}-shot figures are not "
+                f"true {n}-shot figures"
+            )
+    return warnings
 
 
 def build_report(
@@ -131,6 +151,7 @@ def build_report(
         configuration=configuration,
         run=run,
         skipped_images=outcome.skipped,
+        shot_warnings=shot_warnings(dataset, config.shots),
     )
 
 
@@ -186,6 +207,7 @@ def render_markdown(report: EvalReport) -> str:
     lines = [f"# {report.title}", ""]
     if report.warning:
         lines += [f"> **⚠ {report.warning}**", ""]
+    lines += [f"> **⚠ {warning}**\n" for warning in report.shot_warnings]
     lines += [
         f"- Weights: CLIP {report.weights.clip}"
         + (f"; ranker {report.weights.ranker}" if report.weights.ranker else ""),

@@ -114,18 +114,26 @@ class MemoryStore(StoreWrites, StoreReads):
         """The Chroma client (for diagnostics and tests; callers use the methods here)."""
         return self.index.client
 
-    def close(self) -> None:
-        """Close the Chroma client this store opened (and its snapshot) and release the data folder.
-        Idempotent."""
+    def close(self, wait_s: float | None = None) -> bool:
+        """Close the Chroma client this store opened (and its snapshot) and release the data folder,
+        once no write is running: waits up to `wait_s` seconds for one (None: as long as it takes).
+        Returns False, having closed nothing but the orphan collection, when a write still runs after
+        `wait_s`. Mirror builds in progress end after the page in hand. Idempotent."""
         if self._closed:
-            return
-        self._closed = True
+            return True
         if self.orphans is not None:
-            self.orphans.stop()
-        self.mirrors.close()
-        if self._local is not None:
-            self._local.close()
-        unlock_data_dir(self._lock)
+            self.orphans.stop()  # before taking the write lock: its pass takes that lock per chunk
+        if not self._writes.acquire(timeout=-1 if wait_s is None else wait_s):
+            return False
+        try:
+            self._closed = True
+            self.mirrors.close()
+            if self._local is not None:
+                self._local.close()
+            unlock_data_dir(self._lock)
+        finally:
+            self._writes.release()
+        return True
 
     # -- memories ----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -143,6 +151,10 @@ class MemoryStore(StoreWrites, StoreReads):
     def count(self, name: str) -> int:
         """Entries in memory `name`."""
         return self.index.get(name).count()
+
+    def holds_label(self, name: str, label: str) -> bool:
+        """Whether memory `name` has an entry of `label` (one filtered read, not a scan of every entry)."""
+        return bool(self.index.metadata_of_label(self.index.get(name), label))
 
     def kinds(self, name: str) -> set[EntryKind]:
         """The entry kinds memory `name` holds (its mirror's, or recorded by adds and removals)."""

@@ -47,6 +47,7 @@ from rar_tools.ranking.parsing import generated_ranking
 from rar_tools.ranking.permutations import rank_in_orders
 from rar_tools.ranking.prompts import shown_names
 from rar_tools.ranking.tensors import add_tokens, drop_tokens, pad_right, token_logprobs
+from rar_tools.threads import use_threads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,6 +134,7 @@ class TransformersRanker:
         self.family = self.model.config.model_type
         self.multi_image = self.family not in SINGLE_IMAGE_FAMILIES
         self._lead_ids = self._leading_special_ids()
+        self.threads: int | None = None  # torch threads per call (None: leave torch's setting alone)
         self._lock = threading.Lock()
 
     # Public API -----------------------------------------------------------------------------
@@ -159,6 +161,7 @@ class TransformersRanker:
         """`run()` under the model's lock; running out of memory (GPU or CPU) becomes a `RankerError`
         saying "the DEVICE ran out of memory " + `advice`, raised after the failed call's memory is freed."""
         with self._lock, torch.inference_mode():
+            use_threads(self.threads)
             try:
                 return run()
             except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
@@ -172,6 +175,7 @@ class TransformersRanker:
     def candidate_scores(self, request: RankRequest) -> list[float]:
         """Per-candidate scores: prompt encoded once, candidates batched on its KV cache."""
         with self._lock, torch.inference_mode():
+            use_threads(self.threads)
             return self._cached_scores(*self._score_inputs(request))[0]
 
     def score_without_cache(self, request: RankRequest) -> list[float]:

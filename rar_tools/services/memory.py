@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -13,8 +14,17 @@ from rar_tools.errors import DiskFaultError, ExemplarFileError, ImageInputError,
 from rar_tools.images import LoadedImage, pixels_sha256
 from rar_tools.limits import MAX_IDS_REPORTED
 from rar_tools.regions import check_box, rar_crop
-from rar_tools.requests import AddRequest, ListRequest, ProgressFn, RemoveRequest
-from rar_tools.schemas import AddResult, Candidate, EncoderInfo, MemoryInfo, MemoryList, RemoveResult, SkippedInput
+from rar_tools.requests import AddRequest, DeleteRequest, ListRequest, ProgressFn, RemoveRequest
+from rar_tools.schemas import (
+    AddResult,
+    Candidate,
+    DeleteResult,
+    EncoderInfo,
+    MemoryInfo,
+    MemoryList,
+    RemoveResult,
+    SkippedInput,
+)
 from rar_tools.validation import check_label, check_memory_name, optional_label
 
 if TYPE_CHECKING:
@@ -46,6 +56,7 @@ class MemoryService:
         encoder, store = self.components.encoder, self.components.store
         checked = {} if request.skip_unreadable else self._load_all(request)
         store.check_writable(f"adding to memory {request.memory!r}")  # before any batch is stored
+        existed = store.exists(request.memory)
         ids: list[str] = []
         added = present = 0
         skipped: list[SkippedInput] = []
@@ -77,7 +88,7 @@ class MemoryService:
                 ids += outcome.added + outcome.already_present
             if progress:
                 progress(min(start + step, len(images)), len(images))
-        return self._result(request.memory, "image", added, present, ids, skipped)
+        return self._result(request.memory, "image", added, present, ids, skipped, created=added > 0 and not existed)
 
     def _load_exemplar(self, source: str, request: AddRequest) -> LoadedImage:
         """The image to store: the image itself, or its region's crop."""
@@ -130,9 +141,12 @@ class MemoryService:
         kinds = {entry.kind for entry in entries}
         if len(kinds) != 1:
             raise MemoryStoreError("give at least one entry, all of one kind (image or text)")
-        outcome = self.components.store.add(memory, self.components.encoder.identity, entries)
+        store = self.components.store
+        existed = store.exists(memory)
+        outcome = store.add(memory, self.components.encoder.identity, entries)
         ids = outcome.added + outcome.already_present
-        return self._result(memory, kinds.pop(), len(outcome.added), len(outcome.already_present), ids, [])
+        added, present = len(outcome.added), len(outcome.already_present)
+        return self._result(memory, kinds.pop(), added, present, ids, [], created=added > 0 and not existed)
 
     def _result(
         self,
@@ -142,9 +156,12 @@ class MemoryService:
         present: int,
         ids: list[str],
         skipped: list[SkippedInput],
+        created: bool = False,
     ) -> AddResult:
         noun = "exemplar image" if kind == "image" else "label text"
         message = f"stored {added} new {noun}(s) in memory {memory!r}"
+        if created:
+            message = f"created memory {memory!r} (it did not exist); " + message.replace(f" in memory {memory!r}", "")
         if present:
             message += f"; {present} already present, not stored again"
         if skipped:
@@ -157,15 +174,26 @@ class MemoryService:
             entry_ids=ids[:MAX_IDS_REPORTED],
             count=self.components.store.count(memory),
             skipped=skipped,
+            created=created,
             message=message,
         )
 
     # -- removing and describing -------------------------------------------------------------------
     def remove(self, request: RemoveRequest) -> RemoveResult:
-        """Remove entries by id and/or every entry of a label."""
+        """Remove entries by id and/or every entry of a label; a label the memory does not hold is
+        refused, naming the closest labels it does hold (nothing is removed then)."""
         store = self.components.store
+        if request.label is not None and not store.holds_label(request.memory, request.label):
+            labels = list(store.summary(request.memory).label_counts)
+            raise MemoryStoreError(unknown_label(request.memory, request.label, labels))
         removed = store.remove(request.memory, request.entry_ids, request.label)
         return RemoveResult(memory=request.memory, removed=removed, count=store.count(request.memory))
+
+    def delete_memory(self, request: DeleteRequest) -> DeleteResult:
+        """Delete a whole memory: its entries, and its exemplar copies no other memory uses."""
+        removed = self.components.store.drop(request.memory)
+        message = f"deleted memory {request.memory!r} with its {removed} entries"
+        return DeleteResult(memory=request.memory, removed=removed, message=message)
 
     def list_memories(self, request: ListRequest) -> MemoryList:
         """Every memory (or the one asked for) with its counts per kind and a page of its labels."""
@@ -257,6 +285,15 @@ def exemplar_images(loaded: Sequence[LoadedImage], embeddings) -> list:
         ExemplarImage(image=item.image, sha256=item.sha256, source=item.source_path, embedding=embedding)
         for item, embedding in zip(loaded, embeddings)
     ]
+
+
+def unknown_label(memory: str, label: str, labels: list[str], shown: int = 5) -> str:
+    """The refusal of a label `memory` does not hold, with the closest of its `labels`."""
+    close = difflib.get_close_matches(label, labels, n=shown, cutoff=0.5)
+    if not close:
+        close = [held for held in labels if label.lower() in held.lower() or held.lower() in label.lower()][:shown]
+    hint = f"closest labels: {', '.join(map(repr, close))}" if close else f"it holds {len(labels)} other label(s)"
+    return f"memory {memory!r} has no label {label!r}; {hint}. Nothing was removed"
 
 
 def text_sha(label: str, templates: str) -> str:
