@@ -11,15 +11,12 @@ keyword; the MCP server and the CLI are thin layers over these methods.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from functools import wraps
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-from rar_tools import requests_upkeep as upkeep_req
-from rar_tools import schemas_upkeep as upkeep_res
+from rar_tools.api_upkeep import UpkeepCalls
 from rar_tools.components import Components
 from rar_tools.images import LoadedImage
+from rar_tools.request_base import takes
 from rar_tools.requests import (
     AddRequest,
     DeleteRequest,
@@ -30,7 +27,6 @@ from rar_tools.requests import (
     RecognizeRegionsRequest,
     RecognizeRequest,
     RemoveRequest,
-    Request,
     RetrieveRegionsRequest,
     RetrieveRequest,
     SegmentRequest,
@@ -60,36 +56,10 @@ from rar_tools.vision_schemas import DescribeResult, SegmentResult
 if TYPE_CHECKING:
     from rar_tools.memory import MemoryStore
 
-F = TypeVar("F", bound=Callable[..., Any])
 LABELS_ORDER = ("memory", "labels", "category", "parent", "hierarchy")
 
 
-def takes(request_type: type[Request], order: tuple[str, ...] | None = None, progress: bool = False):
-    """Make a method take `request_type` (or its fields by position in `order` and by keyword), and
-    show the fields as the method's signature."""
-
-    def decorate(method: F) -> F:
-        @wraps(method)
-        def call(self: RarTools, *args: Any, **kwargs: Any) -> Any:
-            extra = {"progress": kwargs.pop("progress", None)} if progress else {}
-            return method(self, request_type.from_call(*args, order=order, **kwargs), **extra)
-
-        names = order or request_type.positional
-        fields = request_type.model_fields
-        parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)]
-        for name in [*names, *(n for n in request_type.fields_on("api") if n not in names)]:
-            kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if name in names else inspect.Parameter.KEYWORD_ONLY
-            default = inspect.Parameter.empty if fields[name].is_required() else fields[name].default
-            parameters.append(inspect.Parameter(name, kind, default=default, annotation=fields[name].annotation))
-        if progress:
-            parameters.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None))
-        call.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-        return call  # type: ignore[return-value]
-
-    return decorate
-
-
-class RarTools:
+class RarTools(UpkeepCalls):
     """Encoder, memory store, ranker and detector, created from one `Settings`. Safe to call from many
     threads at once: each model runs one call at a time, and the store serialises its writes."""
 
@@ -219,37 +189,6 @@ class RarTools:
     def describe_regions(self, request: DescribeRegionsRequest) -> DescribeResult:
         """Caption, attributes and a proposed phrase|category|parent label per box, from the MLLM."""
         return self.describing.describe_regions(request)
-
-    # -- memory upkeep (docs/portability.md) ------------------------------------------------------------
-    @takes(upkeep_req.ExportRequest)
-    def export(self, request: upkeep_req.ExportRequest) -> upkeep_res.ExportResult:
-        """Write a memory, with its exemplar images, to a .rar-memory archive."""
-        return self.upkeep.export(request)
-
-    @takes(upkeep_req.ImportRequest, progress=True)
-    def import_memory(self, request: upkeep_req.ImportRequest, progress=None) -> upkeep_res.ImportResult:
-        """Store the memory of a .rar-memory archive, after checking all of it."""
-        return self.upkeep.import_archive(request, progress)
-
-    @takes(upkeep_req.ReembedRequest, progress=True)
-    def reembed(self, request: upkeep_req.ReembedRequest, progress=None) -> upkeep_res.ReembedResult:
-        """Re-encode a memory with the loaded CLIP encoder (resumable)."""
-        return self.upkeep.reembed(request, progress)
-
-    @takes(upkeep_req.DuplicatesRequest)
-    def find_duplicates(self, request: upkeep_req.DuplicatesRequest) -> upkeep_res.DuplicatesResult:
-        """Near-identical exemplar images, within and across labels."""
-        return self.upkeep.duplicates(request)
-
-    @takes(upkeep_req.ConflictsRequest)
-    def find_conflicts(self, request: upkeep_req.ConflictsRequest) -> upkeep_res.ConflictsResult:
-        """Exemplar images whose nearest exemplars mostly carry another label."""
-        return self.upkeep.conflicts(request)
-
-    @takes(upkeep_req.RelabelRequest)
-    def relabel(self, request: upkeep_req.RelabelRequest) -> upkeep_res.RelabelResult:
-        """Move entries to another label (idempotent)."""
-        return self.upkeep.relabel(request)
 
 
 __all__ = ["RarTools", "check_label"]

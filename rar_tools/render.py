@@ -84,10 +84,10 @@ def render_memories(result: Any) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in m.kinds.items()) or "empty"
         lines.append(f"{m.name}: {m.count} entries ({kinds}), {m.labels_total} labels, encoder {encoder}")
         lines += [f"  {count:>6}  {label}" for label, count in m.labels.items()]
+        if m.labels_truncated:
+            lines.append(f"  ... {m.labels_after} more label(s) (--max-labels to show more)")
         if m.next_cursor:
-            lines.append(f"  more labels: rar-tools memories --memory {m.name} --cursor {m.next_cursor}")
-        elif m.labels_truncated:
-            lines.append(f"  ... {m.labels_total - len(m.labels)} more label(s) (--max-labels to show more)")
+            lines.append(f"  next page: rar-tools memories --memory {m.name} --cursor {m.next_cursor}")
     return "\n".join(lines)
 
 

@@ -3,8 +3,10 @@ type errors told as one sentence per argument. Light to import."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from functools import wraps
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -13,6 +15,7 @@ from rar_tools.errors import RarToolsError
 
 ModelName = Literal["encoder", "ranker", "detector"]
 ProgressFn = Callable[[int, int], None]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Request(BaseModel):
@@ -61,3 +64,28 @@ class Request(BaseModel):
         fields = cls.model_fields
         names = [name for name in dict.fromkeys(ordered) if name in fields]
         return [name for name in names if surface in field_surfaces(fields[name].metadata)]
+
+
+def takes(request_type: type[Request], order: tuple[str, ...] | None = None, progress: bool = False):
+    """Make a method take `request_type` (or its fields by position in `order` and by keyword), and
+    show the fields as the method's signature."""
+
+    def decorate(method: F) -> F:
+        @wraps(method)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            extra = {"progress": kwargs.pop("progress", None)} if progress else {}
+            return method(self, request_type.from_call(*args, order=order, **kwargs), **extra)
+
+        names = order or request_type.positional
+        fields = request_type.model_fields
+        parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)]
+        for name in [*names, *(n for n in request_type.fields_on("api") if n not in names)]:
+            kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if name in names else inspect.Parameter.KEYWORD_ONLY
+            default = inspect.Parameter.empty if fields[name].is_required() else fields[name].default
+            parameters.append(inspect.Parameter(name, kind, default=default, annotation=fields[name].annotation))
+        if progress:
+            parameters.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None))
+        call.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return decorate

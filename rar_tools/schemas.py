@@ -117,6 +117,7 @@ class MemoryInfo(BaseModel):
     labels_truncated: bool
     encoder: EncoderInfo | None
     next_cursor: str | None = Field(None, description="pass as `cursor` (with `memory`) for the next page of labels")
+    labels_after: int = Field(0, description="labels after this page")
 
 
 class MemoryList(BaseModel):

@@ -73,3 +73,14 @@ def test_the_memories_command_prints_the_next_page_command(settings, capsys: pyt
     cursor = capsys.readouterr().out.split("--cursor ")[1].strip()
     assert main(["memories", "--memory", "zs", "--cursor", cursor, "--json", *flags]) == 0
     assert json.loads(capsys.readouterr().out)["memories"][0]["labels"] == {"b": 1}
+
+
+def test_a_later_page_counts_the_labels_after_it(settings, capsys: pytest.CaptureFixture) -> None:
+    RarTools(settings).add_labels("zs", ["a", "b", "c", "d"])
+    flags = ["--data-dir", str(settings.data_dir), "--clip-model", settings.clip_model]
+    assert main(["memories", "--memory", "zs", "--max-labels", "1", *flags]) == 0
+    first = capsys.readouterr().out
+    assert "... 3 more label(s)" in first
+    cursor = first.split("--cursor ")[1].strip()
+    assert main(["memories", "--memory", "zs", "--max-labels", "1", "--cursor", cursor, *flags]) == 0
+    assert "... 2 more label(s)" in capsys.readouterr().out

@@ -40,3 +40,11 @@ def label_page(counts: Mapping[str, int], limit: int, cursor: str | None = None)
     page = dict(ordered[:limit])
     more = len(ordered) > limit and limit > 0
     return page, encode_cursor(*ordered[limit - 1]) if more else None
+
+
+def labels_after(counts: Mapping[str, int], cursor: str | None) -> int:
+    """How many labels come after the page that `cursor` ends (0 for None: the last page)."""
+    if cursor is None:
+        return 0
+    after = decode_cursor(cursor)
+    return sum(1 for item in counts.items() if order_key(*item) > after)

@@ -205,7 +205,7 @@ class MemoryService:
     def describe_memory(self, memory: str, max_labels: int = 100_000, cursor: str | None = None) -> MemoryInfo:
         """One memory's counts per kind, a page of its labels (most first) and its encoder. The
         counts come from the store's catalogue: no entry is read."""
-        from rar_tools.memory.pages import label_page
+        from rar_tools.memory.pages import label_page, labels_after
 
         summary = self.components.store.summary(check_memory_name(memory))
         labels, next_cursor = label_page(summary.label_counts, max_labels, cursor)
@@ -218,6 +218,7 @@ class MemoryService:
             labels_truncated=next_cursor is not None,
             encoder=EncoderInfo(**asdict(summary.encoder)) if summary.encoder else None,
             next_cursor=next_cursor,
+            labels_after=labels_after(summary.label_counts, next_cursor),
         )
 
     # -- exemplar files --------------------------------------------------------------------------
