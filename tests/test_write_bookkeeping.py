@@ -35,13 +35,15 @@ def live_ids(mirror: Mirror) -> set[str]:
     return {row[0] for n, row in enumerate(mirror.rows) if n not in mirror.removed}
 
 
-def test_a_refused_add_leaves_the_counts_and_the_mirror_as_they_were(tmp_path: Path, clip_model: str) -> None:
+def test_a_refused_write_leaves_the_counts_and_the_mirror_as_they_were(tmp_path: Path, clip_model: str) -> None:
     tools = make_tools(tmp_path / "data", clip_model)
     tools.add_images("m", noise_images(tmp_path / "in", 2, side=32), "a")
     mirror = wait_for_mirror(tools.store)
     with read_only(tools.store.images_dir):
         with pytest.raises(MemoryStoreError, match="adding to memory 'm' refused, nothing changed"):
             tools.add_images("m", noise_images(tmp_path / "more", 1, side=32, seed=50), "b")
+        with pytest.raises(MemoryStoreError, match="removing from memory 'm' refused, nothing changed"):
+            tools.store.remove("m", label="a")
     assert tools.store.mirrors.current("m") is mirror  # still current: nothing to rebuild
     assert tools.store.label_counts("m") == {("a", "image"): 2}
     tools.close()

@@ -25,9 +25,8 @@ def relabel(
     (category, parent) replace the entries' own when given. Returns (new ids, ids not found).
     Idempotent; a kill between the two steps leaves both, and running it again finishes."""
     doing = f"relabelling entries of memory {name!r}"
-    with store.writing(name):
+    with store.writing(name, doing):
         collection = store.index.get(name)
-        store.check_writable(doing)
         found = store.index.with_embeddings(collection, ids=list(ids)) if ids else {}
         if label is not None:
             found.update(store.index.with_embeddings(collection, where={"label": label}))

@@ -129,9 +129,8 @@ class StoreWrites(StoreState):
         creates). Another encoder is refused before any file is written; on failure, the created
         copies no stored entry uses are deleted, and a disk fault says what was stored."""
         doing = f"adding to memory {name!r}"
-        with self.writing(name):
-            collection = self.index.find(name, identity)
-            self.check_writable(doing)
+        with self.writing(name, doing):
+            collection = self.index.find(name, identity)  # another encoder: refused before any file is written
             created: set[str] = set()
             stored: list[str] = []
             entries: list[NewEntry] = []
@@ -210,9 +209,8 @@ class StoreWrites(StoreState):
         no entry of any memory uses any more are deleted after the entries. Refused, with nothing
         removed, when the data folder is read-only (a full one may be freed)."""
         doing = f"removing from memory {name!r}"
-        with self.writing(name):
+        with self.writing(name, doing, freeing=True):
             collection = self.index.get(name)
-            self.check_writable(doing, freeing=True)
             targets = self.index.metadata_by_id(collection, list(dict.fromkeys(ids))) if ids else {}
             if label is not None:
                 targets.update(self.index.metadata_of_label(collection, label))
@@ -242,9 +240,8 @@ class StoreWrites(StoreState):
     def drop(self, name: str) -> int:
         """Delete a whole memory; returns the number of entries it held."""
         doing = f"dropping memory {name!r}"
-        with self.writing(name):
+        with self.writing(name, doing, freeing=True):
             collection = self.index.get(name)
-            self.check_writable(doing, freeing=True)
             count = collection.count()
             shas = {m["sha256"] for _, page in self.index.pages(collection) for m in page if m.get("image_file")}
             with self.guard.faults(doing):
