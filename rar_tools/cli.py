@@ -17,17 +17,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from rar_tools import render
 from rar_tools.cli_flags import add_request_flags, add_settings_flags, request_arguments, settings_from
 from rar_tools.cli_masks import add_mask_flags, write_masks
-from rar_tools.cli_upkeep import UPKEEP_OPERATIONS, WITH_PROGRESS_BAR, with_progress_bar
+from rar_tools.cli_upkeep import UPKEEP_OPERATIONS, call_operation
 from rar_tools.errors import RarToolsError
 from rar_tools.hub import quiet_library_handlers
 from rar_tools.interrupts import EXIT_CODE as INTERRUPTED_EXIT
 from rar_tools.interrupts import Interrupted, stop_on_interrupt
 from rar_tools.label_lists import read_label_file, vocabularies, vocabulary_file
+from rar_tools.render import emit
 from rar_tools.requests import (
     AddRequest,
     DeleteRequest,
@@ -103,10 +104,6 @@ AFTERWARDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[
 }
 
 
-def emit(result: BaseModel, as_json: bool, show: Callable[[Any], str]) -> None:
-    print(result.model_dump_json(indent=2) if as_json else show(result))
-
-
 # -- commands ---------------------------------------------------------------------------------
 def cmd_serve(tools, args) -> None:
     from rar_tools.serving import serve
@@ -118,8 +115,7 @@ def cmd_operation(tools, args) -> None:
     """Any command of `OPERATIONS`: its flags become the request, the API runs it."""
     _, request_type, method, show = OPERATIONS[args.command]
     request = request_type.from_call(**request_arguments(args, request_type, request_type.fields_on("cli")))
-    call = getattr(tools, method)
-    result = with_progress_bar(call, request, args.json) if args.command in WITH_PROGRESS_BAR else call(request)
+    result = call_operation(getattr(tools, method), request, args.command, args.json)
     emit(result, args.json, show)
     if args.command in AFTERWARDS:
         AFTERWARDS[args.command][1](tools, args, request, result)
@@ -341,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(memories go to a temporary folder, never to --data-dir)",
     )
     add_eval_flags(evaluation)
+
+    from rar_tools.cli_finetune import add_finetune_commands
+
+    add_finetune_commands(command)
 
     from rar_tools.bench.config import add_arguments
 

@@ -53,3 +53,8 @@ def with_progress_bar(call: Callable[..., BaseModel], request: Any, quiet: bool)
             bar.update(done - bar.n)
 
         return call(request, progress=advance)
+
+
+def call_operation(call: Callable[..., BaseModel], request: Any, command: str, quiet: bool) -> BaseModel:
+    """`call(request)` for `command`, with a progress bar on stderr where it reports progress."""
+    return with_progress_bar(call, request, quiet) if command in WITH_PROGRESS_BAR else call(request)

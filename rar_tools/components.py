@@ -87,6 +87,8 @@ class Components:
             timeout_s=s.ranker_timeout,
             score_normalisation=s.score_normalisation,
             permutations=s.rank_permutations,
+            adapter=str(s.ranker_adapter) if s.ranker_adapter else None,
+            merge_adapter=s.ranker_adapter_merge,
         )
         needs_hub = s.ranker_url is None and not is_local(s.ranker_model)
         with self.hub.loading(needs_hub, f"the ranker model {s.ranker_model!r}", "--ranker-model"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -157,3 +158,8 @@ def render_descriptions(result: Any) -> str:
         box = ", ".join(f"{v:.0f}" for v in region.box)
         parts.append(f"--- region {i} ({box})\n" + "\n".join(render_description(region)))
     return "\n".join(parts)
+
+
+def emit(result: Any, as_json: bool, show: Callable[[Any], str]) -> None:
+    """Print a result: its JSON (`--json`), or `show`'s text."""
+    print(result.model_dump_json(indent=2) if as_json else show(result))

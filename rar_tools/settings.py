@@ -231,3 +231,13 @@ class Settings(BaseSettings):
         description="rank in this many cyclic shifts of the candidate order and fuse them (probabilities "
         "averaged in score mode, Borda in generate mode), against position bias; each costs one ranking call",
     )
+
+    # Ranker adapter: a LoRA adapter from `rar-tools finetune` (docs/finetune.md)
+    ranker_adapter: Path | None = Field(
+        None,
+        description="a LoRA adapter folder (`rar-tools finetune --out`) loaded onto the local ranker model; "
+        "eval then reports rar with and without it",
+    )
+    ranker_adapter_merge: bool = Field(
+        False, description="merge --ranker-adapter into the ranker's weights at load (no switching it off)"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -22,6 +23,7 @@ from mcp import Client
 from PIL import Image
 
 from rar_tools.api import RarTools
+from rar_tools.cli import StderrHandler
 from rar_tools.memory import MemoryStore, open_http_client
 from rar_tools.settings import Settings
 from rar_tools.testing.tiny_models import write_tiny_clip, write_tiny_models
@@ -277,3 +279,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.models)
+
+
+@pytest.fixture(autouse=True)
+def logging_left_as_found() -> Iterator[None]:
+    """A test that runs the CLI in this process (which configures logging for a command) leaves no
+    handler of ours on the root logger and the levels as it found them, so later tests' logs are not
+    echoed on the terminal. (Pytest's own capture handlers come and go per test phase: left alone.)"""
+    root, ours = logging.getLogger(), logging.getLogger("rar_tools")
+    levels = root.level, ours.level
+    yield
+    for handler in root.handlers[:]:
+        if isinstance(handler, StderrHandler):
+            root.removeHandler(handler)
+    root.setLevel(levels[0])
+    ours.setLevel(levels[1])

@@ -118,16 +118,20 @@ def swap_folder_for_symlink(target: Path, outside: Path, stop: threading.Event) 
         os.symlink(outside, target, target_is_directory=True)
         os.unlink(target)
         os.rename(aside, target)
+        time.sleep(0.0002)  # the folder stays in place a moment, so reads also land between the swaps
 
 
 def race(target: Path, limits: ImageLimits, swapper: threading.Thread, stop: threading.Event) -> list[tuple]:
-    """The colours of the reads of `target` that succeeded while `swapper` ran (5000 attempts)."""
+    """The colours of the reads of `target` that succeeded while `swapper` ran: 5000 attempts, and
+    more (up to 50,000) until one has succeeded, as a busy machine can starve the reads between swaps."""
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # interleave the threads finely: the old check-then-open lost ~20 in 5000
     swapper.start()
     colours = []
     try:
-        for _ in range(5000):
+        for attempt in range(50_000):
+            if attempt >= 5000 and colours:
+                break
             try:
                 colours.append(load_image(str(target), limits).image.getpixel((0, 0)))
             except ImageInputError:

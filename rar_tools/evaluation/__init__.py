@@ -30,6 +30,7 @@ def evaluate(
     from rar_tools.evaluation.report import build_report, write_report
 
     out_dir, options = Path(out_dir), options or RunOptions()
+    config = config.with_adapter(settings.ranker_adapter is not None, settings.ranker_adapter_merge)
     outcome = run_evaluation(settings, dataset, config, out_dir, options)
     report = build_report(settings, dataset, config.checked(), outcome, options.keep_memory)
     return report, write_report(report, out_dir)

@@ -16,8 +16,10 @@ from rar_tools.interrupts import StopRequest
 from rar_tools.limits import RankMode
 from rar_tools.validation import check_k
 
-Method = Literal["clip-zero-shot", "clip-knn", "rar", "oracle@k"]
-METHODS: tuple[Method, ...] = get_args(Method)
+Method = Literal["clip-zero-shot", "clip-knn", "rar", "oracle@k", "rar+adapter"]
+ADAPTED: Method = "rar+adapter"  # rar with --ranker-adapter on; rar itself then runs with it switched off
+METHODS: tuple[Method, ...] = tuple(m for m in get_args(Method) if m != ADAPTED)  # the ones to choose from
+RANKED: tuple[Method, ...] = ("rar", ADAPTED)
 ZERO_SHOT: Method = "clip-zero-shot"
 ZERO_SHOT_SHOTS = 0
 
@@ -34,12 +36,24 @@ class EvalConfig:
     k: int = 5
     rank_mode: RankMode = "score"
     icl: bool = False
+    adapter: bool = False  # the ranker carries a switchable adapter: rar is reported with and without it
+
+    def with_adapter(self, adapter: bool, merged: bool) -> EvalConfig:
+        """This configuration for a ranker with (or without) an adapter; a merged one cannot be compared."""
+        if adapter and merged and "rar" in self.methods:
+            raise EvaluationError(
+                "eval reports rar with and without --ranker-adapter, which a merged adapter cannot be switched "
+                "back from: drop --ranker-adapter-merge"
+            )
+        return replace(self, adapter=adapter)
 
     def checked(self) -> EvalConfig:
         """This configuration validated, with shots sorted and methods in their standard order."""
-        unknown = sorted(set(self.methods) - set(METHODS))
+        unknown = sorted(set(self.methods) - set(METHODS) - {ADAPTED})
         if unknown or not self.methods:
             raise EvaluationError(f"unknown or no methods {unknown}; choose from {', '.join(METHODS)}")
+        if ADAPTED in self.methods and not self.adapter:
+            raise EvaluationError(f"{ADAPTED} needs a ranker adapter: give --ranker-adapter FOLDER")
         if any(n < 1 for n in self.shots) or (not self.shots and set(self.methods) != {ZERO_SHOT}):
             raise EvaluationError(f"shots must be positive integers, got {list(self.shots)}")
         if self.limit is not None and self.limit < 1:
@@ -47,6 +61,8 @@ class EvalConfig:
         check_k(self.k)
         check_k(self.retrieved_per_query)
         methods = tuple(m for m in METHODS if m in self.methods)
+        if self.adapter and "rar" in methods:
+            methods = methods[: methods.index("rar") + 1] + (ADAPTED,) + methods[methods.index("rar") + 1 :]
         return replace(self, shots=tuple(sorted(set(self.shots))), methods=methods)
 
     @property

@@ -22,6 +22,8 @@ DEFINITIONS = {
     "top-1 is the first retrieved label, top-5 the first 5 distinct retrieved labels",
     "rar": "the k labels retrieved from the n-shot image memory, ordered by the MLLM; top-1 is its first "
     "label, top-5 the first 5 of its order (for k < 5, followed by retrieved labels k+1..5)",
+    "rar+adapter": "rar with the ranker's LoRA adapter (--ranker-adapter) on; rar is then the same ranker "
+    "with the adapter switched off, on the same retrievals",
     "oracle@k": "whether the true label is among the k labels retrieved from the n-shot image memory: "
     "the best top-1 any ranker of those k could reach (equal to recall@k); top-5 is not defined",
     "recall@k": "share of queries whose true label is among the k distinct labels retrieved",

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from rar_tools.api import RarTools
 from rar_tools.encoder import EncoderIdentity
 from rar_tools.errors import ImageInputError
-from rar_tools.evaluation.config import ZERO_SHOT, ZERO_SHOT_SHOTS, EvalConfig, RunOptions
+from rar_tools.evaluation.config import RANKED, ZERO_SHOT, ZERO_SHOT_SHOTS, EvalConfig, RunOptions
 from rar_tools.evaluation.datasets import Dataset, LabelledImage, prompt_names
 from rar_tools.evaluation.metrics import MethodFigures, summarise
 from rar_tools.evaluation.records import EvaluationError, QueryRecord, RecordLog
@@ -61,6 +61,7 @@ ANSWER_SETTINGS = (
     "ranker_image_side",
     "score_normalisation",
     "rank_permutations",
+    "ranker_adapter",
 )
 
 
@@ -163,7 +164,7 @@ class Evaluation:
         config = self.config
         queries = query_subset(self.dataset.test, config.limit, config.seed)
         todo = {(m, n): self.todo(queries, m, n) for m, n in config.groups()}
-        if any(queries_left for (method, _), queries_left in todo.items() if method == "rar"):
+        if any(queries_left for (method, _), queries_left in todo.items() if method in RANKED):
             self.tools.ensure_ranker()  # no ranker: fail before any work
         pending = {q.id for group in todo.values() for q in group}
         self.planned = sum(len(group) for group in todo.values())
@@ -307,24 +308,27 @@ class Evaluation:
             for method in self.config.image_methods:
                 if self.log.has((method, shots, query.id)):
                     continue
-                if method == "rar":
-                    self.rank_and_record(shots, query, names, timings)
+                if method in RANKED:
+                    self.rank_and_record(method, shots, query, names, timings)
                 else:
                     self.record(method, shots, query, names, timings)
 
-    def rank_and_record(self, shots: int, query: LabelledImage, names: list[str], timings: dict) -> None:
-        """Rank the first k retrieved names with the MLLM (nothing to rank below two)."""
+    def rank_and_record(self, method: str, shots: int, query: LabelledImage, names: list[str], timings: dict) -> None:
+        """Rank the first k retrieved names with the MLLM (nothing to rank below two); for `rar` with an
+        adapter loaded, with the adapter switched off."""
         candidates = names[: self.config.k]
         if len(candidates) < MIN_CANDIDATES:
-            self.record("rar", shots, query, names, timings, ranked=candidates)
+            self.record(method, shots, query, names, timings, ranked=candidates)
             return
         began = time.perf_counter()
-        output = self.tools.rank_loaded(
-            self.tools.load(query.path), candidates, self.config.rank_mode, icl=self.config.icl
-        )
+        base = self.config.adapter and method == "rar"
+        with self.tools.ranker.adapter_disabled() if base else contextlib.nullcontext():
+            output = self.tools.rank_loaded(
+                self.tools.load(query.path), candidates, self.config.rank_mode, icl=self.config.icl
+            )
         timings = {**timings, "rank_s": time.perf_counter() - began}
         ranked = [c.label for c in output.ranked]
-        self.record("rar", shots, query, names, timings, ranked=ranked, fallback=output.fallback)
+        self.record(method, shots, query, names, timings, ranked=ranked, fallback=output.fallback)
 
     def with_bar(self, items: list[LabelledImage], desc: str) -> Iterator[LabelledImage]:
         with self.bar(len(items), desc) as bar:
@@ -346,7 +350,8 @@ def run_evaluation(
 
     The memories are built in a temporary store (or `options.keep_memory`), never in `settings.data_dir`.
     """
-    config, options = config.checked(), options or RunOptions()
+    config = config.with_adapter(settings.ranker_adapter is not None, settings.ranker_adapter_merge).checked()
+    options = options or RunOptions()
     identity = run_identity(settings, dataset, config)
     log = RecordLog(Path(out_dir) / QUERIES_FILE, identity, options.resume, options.overwrite)
     with evaluation_store(options.keep_memory) as folder:

@@ -162,6 +162,7 @@ def method_title(method: str, config: dict[str, Any]) -> str:
         "clip-zero-shot": "CLIP zero-shot",
         "clip-knn": "CLIP kNN",
         "rar": f"RAR ({config['rank_mode']} mode, k={config['k']})",
+        "rar+adapter": f"RAR + adapter ({config['rank_mode']} mode, k={config['k']})",
         "oracle@k": f"oracle@{config['k']}",
     }.get(method, method)
 
@@ -233,7 +234,7 @@ def render_markdown(report: EvalReport) -> str:
         recall_rows[image_methods[0]] = "n-shot image memory"
     lines += ["", f"## Retrieval recall@{protocol['k']} (%)", "", *shots_table(report, "recall_at_k", recall_rows)]
     if "rar" in methods:
-        rows = {"rar": method_title("rar", protocol)}
+        rows = {m: method_title(m, protocol) for m in methods if m in ("rar", "rar+adapter")}
         lines += ["", "## Ranker fallback rate (%)", "", *shots_table(report, "fallback_rate", rows)]
     lines += ["", "## Milliseconds per image", "", *timing_table(report), "", "## Definitions", ""]
     lines += [f"- **{name}**: {text}" for name, text in report.definitions.items()]

@@ -169,16 +169,18 @@ class ChromaIndex:
             yield got["ids"], got["metadatas"]
 
     def embedding_pages(
-        self, collection: Collection, size: int = PAGE_SIZE
+        self, collection: Collection, where: dict[str, Any] | None = None, size: int = PAGE_SIZE
     ) -> Iterable[tuple[list[str], list[dict[str, Any]], np.ndarray]]:
-        """Every entry's (ids, metadatas, embeddings), a page at a time."""
-        for got in self.read_all(collection, ["metadatas", "embeddings"], size):
+        """The (ids, metadatas, embeddings) of every entry (matching `where`, if given), a page at a time."""
+        for got in self.read_all(collection, ["metadatas", "embeddings"], size, where):
             yield got["ids"], got["metadatas"], np.asarray(got["embeddings"], dtype=np.float32)
 
-    def read_all(self, collection: Collection, include: list[str], size: int) -> Iterable[dict[str, Any]]:
+    def read_all(
+        self, collection: Collection, include: list[str], size: int, where: dict[str, Any] | None = None
+    ) -> Iterable[dict[str, Any]]:
         offset = 0
         while True:
-            got = collection.get(include=include, limit=size, offset=offset)
+            got = collection.get(where=where, include=include, limit=size, offset=offset)
             yield got
             if len(got["ids"]) < size:
                 return

@@ -4,7 +4,7 @@ memory's in-process mirror when it is up to date, else from Chroma."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,14 @@ class StoreReads(StoreState):
         """The stored entries among `ids`, by id (ids not in the memory are left out)."""
         found = self.index.metadata_by_id(self.index.get(name), ids)
         return {i: Entry.from_metadata(i, m, self.data_dir) for i, m in found.items()}
+
+    def image_entries(self, name: str, identity: EncoderIdentity) -> Iterable[tuple[Entry, np.ndarray]]:
+        """Every exemplar-image entry of a memory with its stored embedding, a page read at a time.
+        Refuses an unknown memory and another encoder."""
+        collection = self.index.get(name, identity)
+        for ids, metadatas, embeddings in self.index.embedding_pages(collection, {"kind": "image"}):
+            for i, metadata, embedding in zip(ids, metadatas, embeddings):
+                yield Entry.from_metadata(i, metadata, self.data_dir), embedding
 
     def exemplar_path(self, name: str, entry: str) -> Path:
         """The stored image file of one exemplar entry."""

@@ -89,3 +89,5 @@ class RankerConfig:
     score_normalisation: ScoreNormalisation = "sum"
     permutations: int = 1
     joint_tokens: bool = True
+    adapter: str | None = None  # a LoRA adapter folder (`rar-tools finetune`) applied to a local model
+    merge_adapter: bool = False  # merge it into the weights (faster; it can then not be switched off)

@@ -20,11 +20,12 @@ as plain text.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -130,12 +131,18 @@ class TransformersRanker:
         self.name = f"transformers:{config.model}"
         self.device = resolve_device(config.device)
         self.processor, self.model = load_model(config.model, self.device)
+        self.adapter = None  # the peft wrapper of an unmerged --ranker-adapter, which switches it off
+        if config.adapter:
+            from rar_tools.ranking.adapters import load_adapter
+
+            self.model, self.adapter = load_adapter(self.model, config.adapter, config.merge_adapter, config.model)
+            self.name += f"+adapter:{Path(config.adapter).name}"
         self.tokenizer = self.processor.tokenizer
         self.family = self.model.config.model_type
         self.multi_image = self.family not in SINGLE_IMAGE_FAMILIES
         self._lead_ids = self._leading_special_ids()
         self.threads: int | None = None  # torch threads per call (None: leave torch's setting alone)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     # Public API -----------------------------------------------------------------------------
 
@@ -148,6 +155,23 @@ class TransformersRanker:
             f"ranking {len(request.candidates)} candidates: use fewer candidates, fewer exemplar images, a "
             "smaller ranker_image_side or fewer rank_permutations",
         )
+
+    @contextlib.contextmanager
+    def adapter_disabled(self) -> Iterator[None]:
+        """Rank with the base model's own weights meanwhile (the adapter switched off, this ranker's
+        other callers waiting): `eval` compares both in one run."""
+        if self.adapter is None:
+            raise RankerError(
+                "this ranker has no switchable adapter: load one with --ranker-adapter, without "
+                "--ranker-adapter-merge (merged weights cannot be switched back)"
+            )
+        with self._lock, self.adapter.disable_adapter():
+            yield
+
+    def encode_chat(self, messages: list[dict]) -> dict:
+        """`messages` tokenised with the pixels, exactly as ranking encodes a prompt (fine-tuning uses it)."""
+        with self._lock:
+            return self._encode(messages)
 
     def complete(self, parts: list[Part], max_new_tokens: int) -> str:
         """Greedy text for one user turn of `parts` (images and text), at most `max_new_tokens` tokens."""
