@@ -43,10 +43,11 @@ WITH_PROGRESS_BAR = ("import", "reembed")
 
 
 def with_progress_bar(call: Callable[..., BaseModel], request: Any, quiet: bool) -> BaseModel:
-    """`call(request)` with a progress bar on stderr fed by its progress callback."""
+    """`call(request)` with a progress bar on stderr fed by its progress callback: on a terminal only
+    (none when stderr is piped, as for every bar of the CLI), and none with `quiet`."""
     from tqdm import tqdm
 
-    with tqdm(unit="entry", file=sys.stderr, disable=quiet) as bar:
+    with tqdm(unit="entry", file=sys.stderr, disable=True if quiet else None) as bar:
 
         def advance(done: int, total: int) -> None:
             bar.total = total

@@ -121,15 +121,30 @@ def test_import_under_another_name_derives_its_ids_for_that_name(archive: Path, 
     assert tools.store.names() == ["copy"] and tools.store.count("copy") == 7
 
 
-def test_the_export_and_import_commands_round_trip(archive: Path, settings: Settings, capsys) -> None:
+def store_flags(settings: Settings) -> list[str]:
+    """The CLI flags that reach the store `settings` describe."""
     flags = ["--data-dir", str(settings.data_dir), "--clip-model", settings.clip_model]
     if settings.chroma_url:
         flags += ["--chroma-url", settings.chroma_url, "--chroma-database", settings.chroma_database]
+    return flags
+
+
+def test_the_export_and_import_commands_round_trip(archive: Path, settings: Settings, capsys) -> None:
+    flags = store_flags(settings)
     assert main(["import", str(archive), "--as", "again", *flags]) == 0
     assert "imported 7 new entries into memory 'again'" in capsys.readouterr().out
     out = archive.with_name("again.rar-memory")
     assert main(["export", "again", str(out), "--json", *flags]) == 0
     assert json.loads(capsys.readouterr().out)["entries"] == 7 and out.is_file()
+
+
+def test_the_import_command_draws_no_progress_bar_when_stderr_is_not_a_terminal(
+    archive: Path, settings: Settings, capsys
+) -> None:
+    flags = store_flags(settings)
+    assert main(["import", str(archive), *flags]) == 0
+    err = capsys.readouterr().err
+    assert "entry/s" not in err and "%|" not in err, err
 
 
 def test_a_truncated_archive_is_refused(archive: Path, tools: RarTools, tmp_path: Path) -> None:
