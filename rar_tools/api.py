@@ -11,13 +11,12 @@ keyword; the MCP server and the CLI are thin layers over these methods.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from functools import wraps
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
+from rar_tools.api_upkeep import UpkeepCalls
 from rar_tools.components import Components
 from rar_tools.images import LoadedImage
+from rar_tools.request_base import takes
 from rar_tools.requests import (
     AddRequest,
     DeleteRequest,
@@ -28,7 +27,6 @@ from rar_tools.requests import (
     RecognizeRegionsRequest,
     RecognizeRequest,
     RemoveRequest,
-    Request,
     RetrieveRegionsRequest,
     RetrieveRequest,
     SegmentRequest,
@@ -50,6 +48,7 @@ from rar_tools.services.memory import MemoryService
 from rar_tools.services.recognition import RecognitionService
 from rar_tools.services.search import SearchService
 from rar_tools.services.segmentation import SegmentationService
+from rar_tools.services.upkeep import UpkeepService
 from rar_tools.settings import Settings
 from rar_tools.validation import check_label
 from rar_tools.vision_schemas import DescribeResult, SegmentResult
@@ -57,36 +56,10 @@ from rar_tools.vision_schemas import DescribeResult, SegmentResult
 if TYPE_CHECKING:
     from rar_tools.memory import MemoryStore
 
-F = TypeVar("F", bound=Callable[..., Any])
 LABELS_ORDER = ("memory", "labels", "category", "parent", "hierarchy")
 
 
-def takes(request_type: type[Request], order: tuple[str, ...] | None = None, progress: bool = False):
-    """Make a method take `request_type` (or its fields by position in `order` and by keyword), and
-    show the fields as the method's signature."""
-
-    def decorate(method: F) -> F:
-        @wraps(method)
-        def call(self: RarTools, *args: Any, **kwargs: Any) -> Any:
-            extra = {"progress": kwargs.pop("progress", None)} if progress else {}
-            return method(self, request_type.from_call(*args, order=order, **kwargs), **extra)
-
-        names = order or request_type.positional
-        fields = request_type.model_fields
-        parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)]
-        for name in [*names, *(n for n in request_type.fields_on("api") if n not in names)]:
-            kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if name in names else inspect.Parameter.KEYWORD_ONLY
-            default = inspect.Parameter.empty if fields[name].is_required() else fields[name].default
-            parameters.append(inspect.Parameter(name, kind, default=default, annotation=fields[name].annotation))
-        if progress:
-            parameters.append(inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=None))
-        call.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-        return call  # type: ignore[return-value]
-
-    return decorate
-
-
-class RarTools:
+class RarTools(UpkeepCalls):
     """Encoder, memory store, ranker and detector, created from one `Settings`. Safe to call from many
     threads at once: each model runs one call at a time, and the store serialises its writes."""
 
@@ -97,6 +70,7 @@ class RarTools:
         self.describing = DescriptionService(self.components, self.searching)
         self.recognition = RecognitionService(self.components, self.searching, self.describing)
         self.detection = DetectionService(self.components)
+        self.upkeep = UpkeepService(self.components)
         self.segmentation = SegmentationService(self.components)
         self.settings = self.components.settings
 

@@ -16,6 +16,7 @@ from rar_tools.limits import RankerView, RankMode, RetrievalMode
 from rar_tools.validation import (
     check_boxes,
     check_confidence,
+    check_entry_ids,
     check_k,
     check_label,
     check_memory_name,
@@ -115,6 +116,19 @@ RankModeArg = Annotated[
         description="score: the MLLM's likelihood of each candidate as the answer (fast, always on-list); "
         "generate: the MLLM writes a ranked list that is parsed (the RAR paper's way)"
     ),
+]
+
+
+EntryIds = Annotated[
+    list[Annotated[str, Field(max_length=limits.MAX_ENTRY_ID_CHARS)]] | None,
+    Field(max_length=limits.MAX_IDS_PER_REMOVE, description="ids of the entries to act on"),
+    BeforeValidator(check_entry_ids),
+    Cli(flag="--id", repeat=True),
+]
+LabelSelection = Annotated[
+    str | None,
+    Field(max_length=limits.MAX_LABEL_CHARS, description="act on every entry of this label"),
+    BeforeValidator(lambda value: None if value is None else check_label(value)),  # as labels are stored
 ]
 
 

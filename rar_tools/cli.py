@@ -17,16 +17,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from rar_tools import render
 from rar_tools.cli_flags import add_request_flags, add_settings_flags, request_arguments, settings_from
 from rar_tools.cli_masks import add_mask_flags, write_masks
+from rar_tools.cli_upkeep import UPKEEP_OPERATIONS, call_operation
 from rar_tools.errors import RarToolsError
 from rar_tools.hub import quiet_library_handlers
 from rar_tools.interrupts import EXIT_CODE as INTERRUPTED_EXIT
 from rar_tools.interrupts import Interrupted, stop_on_interrupt
 from rar_tools.label_lists import read_label_file, vocabularies, vocabulary_file
+from rar_tools.render import emit
 from rar_tools.requests import (
     AddRequest,
     DeleteRequest,
@@ -94,15 +96,12 @@ OPERATIONS: dict[str, tuple[str, type[Request], str, Callable[[Any], str]]] = {
         "delete_memory",
         lambda r: r.message,
     ),
+    **UPKEEP_OPERATIONS,
 }
 # command: its extra flags, and what runs once its result is printed (request, result)
 AFTERWARDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., None]]] = {
     "segment": (add_mask_flags, write_masks),
 }
-
-
-def emit(result: BaseModel, as_json: bool, show: Callable[[Any], str]) -> None:
-    print(result.model_dump_json(indent=2) if as_json else show(result))
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -116,7 +115,7 @@ def cmd_operation(tools, args) -> None:
     """Any command of `OPERATIONS`: its flags become the request, the API runs it."""
     _, request_type, method, show = OPERATIONS[args.command]
     request = request_type.from_call(**request_arguments(args, request_type, request_type.fields_on("cli")))
-    result = getattr(tools, method)(request)
+    result = call_operation(getattr(tools, method), request, args.command, args.json)
     emit(result, args.json, show)
     if args.command in AFTERWARDS:
         AFTERWARDS[args.command][1](tools, args, request, result)

@@ -110,8 +110,13 @@ class Components:
         return MaskSharpener(self.settings.sam_model or "", self.settings.device)
 
     def _read_labels(self) -> int:
-        """Read every memory's entry labels, so that searches need not (see `MemoryStore.read_labels`)."""
-        return sum(self.store.read_labels(name) for name in self.store.names())
+        """Read every memory's entry labels, so that searches need not (see `MemoryStore.read_labels`),
+        and start mirroring each memory in process (`memory/mirror.py`)."""
+        read = 0
+        for name in self.store.names():
+            read += self.store.read_labels(name)
+            self.store.mirrors.current(name)
+        return read
 
     def threads_for(self, module: object) -> int:
         """The CPU threads a loaded model runs on: `--threads`, else chosen from its size and the
@@ -172,7 +177,7 @@ class Components:
 
                 s = self.settings
                 client = open_http_client(s.chroma_url, s.chroma_database) if s.chroma_url else None
-                self._store = MemoryStore(s.data_dir, client)
+                self._store = MemoryStore(s.data_dir, client, mirror=not s.no_in_process_index)
             return self._store
 
     def claim_data_dir(self) -> None:

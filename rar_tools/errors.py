@@ -19,6 +19,10 @@ class EncoderMismatchError(MemoryStoreError):
     """A memory was filled by a different CLIP encoder than the one loaded now."""
 
 
+class ArchiveError(MemoryStoreError):
+    """A memory archive (`.rar-memory`) was refused: unreadable, damaged, unsafe or incompatible."""
+
+
 class RankerError(RarToolsError):
     """The ranker is unavailable, or ranking failed for a reason the caller can act on."""
 

@@ -24,6 +24,7 @@ MAX_IDS_PER_REMOVE = 1000
 MAX_IDS_REPORTED = 1000  # entry ids listed in one add result
 MAX_LIST_LABELS = 10_000  # labels listed per memory
 DEFAULT_LIST_LABELS = 100
+MAX_CURSOR_CHARS = 600  # a label listing's page cursor
 
 # -- retrieval, ranking, regions, detection -------------------------------------------------------
 MAX_K = 50
@@ -48,6 +49,13 @@ Fallback = Literal["none", "partial", "full"]
 ENTRY_KINDS: tuple[EntryKind, ...] = ("image", "text")
 RANKER_VIEWS: tuple[RankerView, ...] = ("crop", "prompt")
 
+# -- memory upkeep: archives, curation ------------------------------------------------------------
+MAX_PATH_CHARS = 4096
+MAX_CURATION_RESULTS = 1000
+DEFAULT_CURATION_RESULTS = 100
+DEFAULT_DUPLICATE_THRESHOLD = 0.98
+DEFAULT_CONFLICT_SIMILARITY = 0.5
+MAX_CURATION_EXEMPLARS = 50_000  # exact all-pairs similarities: about a minute at this size on 2 cores
 # -- segmentation and region descriptions ---------------------------------------------------------
 MAX_SEGMENT_LABELS = 100  # labels one segment call looks for (each costs a Grad-CAM pass and 3 encodings)
 DEFAULT_DESCRIBE_VIEWS = 2  # the tight view and the DynRefer context view that differs most from it

@@ -45,6 +45,7 @@ class DataDirLock:
     users: int = 1
     writes: threading.RLock = field(default_factory=threading.RLock)
     tidied: bool = False
+    marks: dict[str, dict[str, int]] = field(default_factory=dict)  # memory -> writer -> last write (mirror.py)
 
 
 _held: dict[Path, DataDirLock] = {}

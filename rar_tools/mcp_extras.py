@@ -13,6 +13,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 if TYPE_CHECKING:
     from rar_tools.api import RarTools
 from rar_tools.errors import ExemplarFileError, RarToolsError
+from rar_tools.limits import DEFAULT_LIST_LABELS
 
 T = TypeVar("T")
 
@@ -53,7 +54,8 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
 
 
 def register_resources(mcp: MCPServer, tools: RarTools) -> None:
-    """`memory://` (all memories), `memory://{name}` (one), `memory://{name}/{entry_id}` (an exemplar)."""
+    """`memory://` (all memories), `memory://{name}` (one; `.../labels/{cursor}` its next label pages),
+    `memory://{name}/{entry_id}` (an exemplar)."""
 
     @mcp.resource("memory://", name="memories", mime_type="application/json")
     async def all_memories() -> str:
@@ -62,8 +64,15 @@ def register_resources(mcp: MCPServer, tools: RarTools) -> None:
 
     @mcp.resource("memory://{name}", name="memory", mime_type="application/json")
     async def one_memory(name: str) -> str:
-        """One memory: every label with its entry count, the kinds held, and the encoder."""
-        return (await in_thread(tools.describe_memory, name)).model_dump_json(indent=2)
+        """One memory: the kinds held, the encoder, and its first labels with their entry counts
+        (most first); `next_cursor` names the next page, memory://{name}/labels/{cursor}."""
+        return (await in_thread(tools.describe_memory, name, DEFAULT_LIST_LABELS)).model_dump_json(indent=2)
+
+    @mcp.resource("memory://{name}/labels/{cursor}", name="memory-labels", mime_type="application/json")
+    async def memory_page(name: str, cursor: str) -> str:
+        """The next page of a memory's labels, after the `next_cursor` of the page before."""
+        info = await in_thread(tools.describe_memory, name, DEFAULT_LIST_LABELS, cursor)
+        return info.model_dump_json(indent=2)
 
     @mcp.resource("memory://{name}/{entry_id}", name="exemplar", mime_type="image/jpeg")
     async def exemplar(name: str, entry_id: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -85,8 +86,39 @@ def render_memories(result: Any) -> str:
         lines.append(f"{m.name}: {m.count} entries ({kinds}), {m.labels_total} labels, encoder {encoder}")
         lines += [f"  {count:>6}  {label}" for label, count in m.labels.items()]
         if m.labels_truncated:
-            lines.append(f"  ... {m.labels_total - len(m.labels)} more label(s) (--max-labels to show more)")
+            lines.append(f"  ... {m.labels_after} more label(s) (--max-labels to show more)")
+        if m.next_cursor:
+            lines.append(f"  next page: rar-tools memories --memory {m.name} --cursor {m.next_cursor}")
     return "\n".join(lines)
+
+
+def render_findings(header: str, lines: list[str], truncated: bool, hint: str) -> str:
+    """A header, one indented line per finding, and a hint when more were found than shown."""
+    shown = [header, *(f"  {line}" for line in lines)]
+    if truncated:
+        shown.append(f"  (more: {hint})")
+    return "\n".join(shown)
+
+
+def render_duplicates(result: Any) -> str:
+    return render_findings(
+        f"{len(result.pairs)} pair(s) at cosine >= {result.threshold} among {result.scanned} exemplars",
+        [f"{p.similarity:.4f}  {p.first_id} ({p.first_label})  {p.second_id} ({p.second_label})" for p in result.pairs],
+        result.truncated,
+        "raise --max-results or --threshold",
+    )
+
+
+def render_conflicts(result: Any) -> str:
+    return render_findings(
+        f"{len(result.conflicts)} likely mislabelled among {result.scanned} exemplars",
+        [
+            f"{c.entry_id} {c.label!r}: {c.share:.0%} of its neighbours are {c.suggested_label!r}"
+            for c in result.conflicts
+        ],
+        result.truncated,
+        "raise --max-results",
+    )
 
 
 def render_segmentation(result: Any) -> str:
@@ -126,3 +158,8 @@ def render_descriptions(result: Any) -> str:
         box = ", ".join(f"{v:.0f}" for v in region.box)
         parts.append(f"--- region {i} ({box})\n" + "\n".join(render_description(region)))
     return "\n".join(parts)
+
+
+def emit(result: Any, as_json: bool, show: Callable[[Any], str]) -> None:
+    """Print a result: its JSON (`--json`), or `show`'s text."""
+    print(result.model_dump_json(indent=2) if as_json else show(result))

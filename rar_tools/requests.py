@@ -9,10 +9,9 @@ The Python API builds these from its arguments (`RarTools.retrieve(...)` is
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from rar_tools import limits
 from rar_tools.arguments import (
@@ -21,9 +20,11 @@ from rar_tools.arguments import (
     Cli,
     Coordinates,
     DetectorQuery,
+    EntryIds,
     ImageArg,
     K,
     Label,
+    LabelSelection,
     MemoryName,
     OptionalLevel,
     ProposalFields,
@@ -31,13 +32,10 @@ from rar_tools.arguments import (
     RankingFields,
     RankModeArg,
     RetrievalModeArg,
-    Surface,
     Surfaces,
     ThumbnailFields,
     ViewFields,
     check_k_value,
-    field_surfaces,
-    validation_message,
 )
 from rar_tools.errors import (
     DescriptionError,
@@ -47,12 +45,12 @@ from rar_tools.errors import (
     RegionError,
     SegmentationError,
 )
+from rar_tools.request_base import ModelName, ProgressFn, Request
+from rar_tools.requests_upkeep import ConflictsRequest, DuplicatesRequest, RelabelRequest
 from rar_tools.validation import (
     check_candidates,
     check_detector_threshold,
-    check_entry_ids,
     check_int,
-    check_label,
     check_max_boxes,
     check_optional_boxes,
     check_queries,
@@ -60,56 +58,7 @@ from rar_tools.validation import (
     check_views,
 )
 
-ModelName = Literal["encoder", "ranker", "detector"]
-ProgressFn = Callable[[int, int], None]
-
-
-class Request(BaseModel):
-    """Base of the request models: strict about unknown arguments, built from a Python call."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    positional: ClassVar[tuple[str, ...]] = ()  # the Python API's positional argument order
-    error: ClassVar[type[RarToolsError]] = RarToolsError  # raised for type errors pydantic finds
-    models: ClassVar[frozenset[ModelName]] = frozenset()  # the models the operation waits for
-
-    def needs(self) -> frozenset[ModelName]:
-        """The models this request must wait for (a server waits for them with progress)."""
-        return self.models
-
-    @classmethod
-    def from_call(cls, *args: Any, order: tuple[str, ...] | None = None, **kwargs: Any) -> Any:
-        """The request for a Python call: a request object as the one argument, or the method's
-        positional (in `order`, default `positional`) and keyword arguments. Type errors become the
-        operation's `RarToolsError`."""
-        if len(args) == 1 and isinstance(args[0], cls) and not kwargs:
-            return args[0]
-        order = cls.positional if order is None else order
-        if len(args) > len(order):
-            raise TypeError(f"{cls.__name__} takes at most {len(order)} positional arguments")
-        given = dict(zip(order, args))
-        doubled = given.keys() & kwargs.keys()
-        if doubled:
-            raise TypeError(f"{cls.__name__}: {sorted(doubled)} given by position and by name")
-        return cls.validated({**given, **kwargs})
-
-    @classmethod
-    def validated(cls, values: dict[str, Any]) -> Any:
-        """`model_validate`, with pydantic's errors told as one sentence per argument."""
-        from pydantic import ValidationError
-
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            raise cls.error(validation_message(exc)) from None
-
-    @classmethod
-    def fields_on(cls, surface: Surface) -> list[str]:
-        """The names of the fields offered on `surface`: the operation's own first, then its groups'."""
-        ordered = [name for klass in cls.__mro__ for name in vars(klass).get("__annotations__", {})]
-        fields = cls.model_fields
-        names = [name for name in dict.fromkeys(ordered) if name in fields]
-        return [name for name in names if surface in field_surfaces(fields[name].metadata)]
+__all__ = ["ModelName", "ProgressFn", "Request"]  # the base, for the modules importing it from here
 
 
 # -- the operations --------------------------------------------------------------------------------
@@ -307,17 +256,8 @@ class RemoveRequest(Request):
     error: ClassVar = MemoryStoreError
 
     memory: MemoryName
-    entry_ids: Annotated[
-        list[Annotated[str, Field(max_length=limits.MAX_ENTRY_ID_CHARS)]] | None,
-        Field(max_length=limits.MAX_IDS_PER_REMOVE, description="entry ids to remove"),
-        BeforeValidator(check_entry_ids),
-        Cli(flag="--id", repeat=True),
-    ] = None
-    label: Annotated[
-        str | None,
-        Field(max_length=limits.MAX_LABEL_CHARS, description="remove every entry of this label"),
-        BeforeValidator(lambda value: None if value is None else check_label(value)),  # as labels are stored
-    ] = None
+    entry_ids: EntryIds = None
+    label: LabelSelection = None
 
     @model_validator(mode="after")
     def something_to_remove(self) -> RemoveRequest:
@@ -327,9 +267,11 @@ class RemoveRequest(Request):
 
 
 class ListRequest(Request):
-    """All memories with their entry counts per kind and per label, and their CLIP encoder."""
+    """All memories (or one) with their entry counts per kind and per label, and their CLIP encoder.
+    Labels come most first, a page of max_labels at a time: pass a memory's next_cursor back as
+    `cursor` (with `memory`) for the next page."""
 
-    positional: ClassVar = ("max_labels",)
+    positional: ClassVar = ("max_labels", "memory", "cursor")
     error: ClassVar = MemoryStoreError
 
     max_labels: Annotated[
@@ -337,6 +279,17 @@ class ListRequest(Request):
         Field(ge=0, le=limits.MAX_LIST_LABELS, description="labels listed per memory"),
         BeforeValidator(lambda v: check_int(v, "max_labels", 0, limits.MAX_LIST_LABELS, MemoryStoreError)),
     ] = limits.DEFAULT_LIST_LABELS
+    memory: Annotated[MemoryName | None, Field(description="list this memory only")] = None
+    cursor: Annotated[
+        str | None,
+        Field(max_length=limits.MAX_CURSOR_CHARS, description="next_cursor of the previous page (needs memory)"),
+    ] = None
+
+    @model_validator(mode="after")
+    def cursor_needs_memory(self) -> ListRequest:
+        if self.cursor is not None and self.memory is None:
+            raise MemoryStoreError("`cursor` pages one memory's labels: give `memory` too")
+        return self
 
 
 class SegmentRequest(Request, BoxFields):
@@ -437,6 +390,9 @@ OPERATIONS: dict[str, type[Request]] = {
     "detect_objects": DetectRequest,
     "remove_from_memory": RemoveRequest,
     "list_memories": ListRequest,
+    "find_duplicates": DuplicatesRequest,
+    "find_conflicts": ConflictsRequest,
+    "relabel_entries": RelabelRequest,
     "segment": SegmentRequest,
     "describe_regions": DescribeRegionsRequest,
     "delete_memory": DeleteRequest,

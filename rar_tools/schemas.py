@@ -116,6 +116,8 @@ class MemoryInfo(BaseModel):
     labels: dict[str, int] = Field(description="entries per label, most first (truncated to max_labels)")
     labels_truncated: bool
     encoder: EncoderInfo | None
+    next_cursor: str | None = Field(None, description="pass as `cursor` (with `memory`) for the next page of labels")
+    labels_after: int = Field(0, description="labels after this page")
 
 
 class MemoryList(BaseModel):

@@ -51,7 +51,9 @@ recognize_regions; detect_objects proposes boxes for coarse queries ("a bird") t
 Results carry category/parent probabilities: fall back to those when the label is uncertain.
 Images are absolute file paths on the server's machine, base64 data or data:image/...;base64, URLs.
 The server may be limited to some folders (paths outside them are refused) and fetches http(s)
-image URLs only when started with --allow-urls; send base64 when a path or URL is refused."""
+image URLs only when started with --allow-urls; send base64 when a path or URL is refused.
+To tidy a memory with the user: find_duplicates and find_conflicts (likely mislabelled exemplars),
+then relabel_entries or remove_from_memory for what the user agrees to change."""
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 ADDITIVE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -81,6 +83,7 @@ class ToolSpec:
 def tool_specs(tools: RarTools) -> list[ToolSpec]:
     """Every tool of the server: a name from `requests.OPERATIONS` and the facade method behind it."""
     from rar_tools import schemas
+    from rar_tools.schemas_upkeep import ConflictsResult, DuplicatesResult, RelabelResult
 
     return [
         ToolSpec("add_to_memory", tools.memories.add, ADDITIVE, "Add to memory", schemas.AddResult, "adding images"),
@@ -117,6 +120,9 @@ def tool_specs(tools: RarTools) -> list[ToolSpec]:
         ToolSpec(
             "detect_objects", tools.detection.detect, READ_ONLY, "Detect objects", schemas.DetectResult, "detecting"
         ),
+        ToolSpec("find_duplicates", tools.upkeep.duplicates, READ_ONLY, "Find duplicates", DuplicatesResult),
+        ToolSpec("find_conflicts", tools.upkeep.conflicts, READ_ONLY, "Find conflicts", ConflictsResult),
+        ToolSpec("relabel_entries", tools.upkeep.relabel, DESTRUCTIVE, "Relabel entries", RelabelResult),
         ToolSpec(
             "segment",
             tools.segmentation.segment,

@@ -193,6 +193,13 @@ class Settings(BaseSettings):
         "weights under 80 MB, else one per available core, at most 8; see docs/performance.md)",
     )
 
+    # Memory upkeep and speed (docs/portability.md)
+    no_in_process_index: bool = Field(
+        False,
+        description="search memories in Chroma only; by default each searched memory is also mirrored in "
+        "process (faiss, the `fast` extra) for faster searches, at the cost of its embeddings in RAM",
+    )
+
     @field_validator("allow_dir", mode="before")
     @classmethod
     def split_folders(cls, value: Any) -> Any:

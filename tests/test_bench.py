@@ -86,6 +86,16 @@ def test_retrieve_reports_latency_and_recall_per_memory_size(document: dict[str,
         assert set(size["label_recall_at_k"]) == {"5", "10"} and size["build_s"] > 0
 
 
+def test_retrieve_reports_faiss_at_each_ef_search_and_listing_times(document: dict[str, Any]) -> None:
+    for size in figures(document, "retrieve")["sizes"].values():
+        assert size["listing"]["list"]["n"] == 20 and size["listing"]["full_read_s"] > 0
+        assert size["mirrored"] and size["mirror_wait_s"] >= 0
+        runs = size["faiss"]["by_ef_search"]
+        assert set(runs) == {"16", "64", "256"} and all(0 <= r["recall"] <= 1 and r["n"] == 6 for r in runs.values())
+    names = [t["name"] for t in document["sections"]["retrieve"]["targets"]]
+    assert any(n.startswith("list a memory") for n in names) and any("faiss at equal recall" in n for n in names)
+
+
 def test_retrieval_from_small_memories_matches_exact_search(document: dict[str, Any]) -> None:
     for size in figures(document, "retrieve")["sizes"].values():
         assert size["label_recall_at_k"] == {"5": 1.0, "10": 1.0}

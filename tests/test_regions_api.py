@@ -75,9 +75,9 @@ def test_region_image_retrieval_stays_available(birds: RarTools, scene: str) -> 
 def test_normalised_box_finds_what_the_pixel_box_finds(birds: RarTools, scene: str) -> None:
     pixels = birds.retrieve("birds", scene, k=5, box=BOX)
     normalised = birds.retrieve("birds", scene, k=5, box=[0.25, 0.25, 0.625, 0.75], box_normalized=True)
-    assert [(c.label, round(c.score, 5)) for c in normalised.candidates] == [
-        (c.label, round(c.score, 5)) for c in pixels.candidates
-    ]
+    # one search may be Chroma's and the other the in-process mirror's: float32 sums differ in the last bits
+    assert [c.label for c in normalised.candidates] == [c.label for c in pixels.candidates]
+    assert [c.score for c in normalised.candidates] == pytest.approx([c.score for c in pixels.candidates], abs=1e-5)
 
 
 def test_three_views_are_reported_with_their_weights(birds: RarTools, scene: str) -> None:

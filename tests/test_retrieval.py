@@ -304,7 +304,11 @@ def test_retrieval_from_an_embedding_matches_retrieval_from_the_image(tools: Rar
     embedding = tools.encoder.encode_images([tools.load(query).image])[0]
     from_embedding = tools.retrieve_embedding("colours", embedding, k=3, mode="image")
     from_image = tools.retrieve("colours", query, k=3, mode="image")
-    assert from_embedding.candidates == from_image.candidates
+    # the first search may be Chroma's and the next the in-process mirror's: float32 sums may differ in the last bit
+    assert [(c.label, c.entry_ids) for c in from_embedding.candidates] == [
+        (c.label, c.entry_ids) for c in from_image.candidates
+    ]
+    assert [c.score for c in from_embedding.candidates] == pytest.approx([c.score for c in from_image.candidates])
     assert set(from_embedding.timings) == {"search_s"}
 
 
@@ -353,9 +357,9 @@ def test_one_view_is_plain_retrieval(text_store: MemoryStore) -> None:
     query = unit(np.arange(8.0))
     fused = Retriever(text_store).retrieve_fused("m", IDENTITY, query[None], [1.0], k=4, mode="text")
     plain = Retriever(text_store).retrieve("m", IDENTITY, query, k=4, mode="text")
-    assert [(c.label, round(c.score, 5)) for c in fused.candidates] == [
-        (c.label, round(c.score, 5)) for c in plain.candidates
-    ]
+    # one search may be Chroma's and the other the in-process mirror's: float32 sums differ in the last bits
+    assert [c.label for c in fused.candidates] == [c.label for c in plain.candidates]
+    assert [c.score for c in fused.candidates] == pytest.approx([c.score for c in plain.candidates], abs=1e-5)
 
 
 def test_regions_search_label_texts_in_auto_mode_when_there_are_any(crowded_store, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 // rar-tools seen from a client not written in Python: the TypeScript MCP SDK over stdio or streamable
 // HTTP. It starts `rar-tools serve` on tiny (or real) models, checks how the tools present themselves,
-// runs the workflow (add, list, retrieve, rank, recognize, regions, detect, delete) and a set of
+// runs the workflow (add, list, retrieve, rank, recognize, regions, detect, tidy, delete) and a set of
 // hostile calls that must come back as errors naming the problem, then closes and times the exit.
 //
 //   npm install                    # @modelcontextprotocol/sdk, pinned in package.json
@@ -79,6 +79,14 @@ await good("recognize", { memory: "birds", image: `${images}/a3.png`, k: 2, thum
 await good("recognize_regions", { memory: "birds", image: `${images}/a3.png`, boxes: [[0, 0, 32, 32], [10, 10, 60, 60]], k: 2 });
 await good("detect_objects", { image: `${images}/a3.png`, queries: ["a bird"] });
 
+// tidying a memory (read-only finders, then a relabel that must be idempotent)
+await good("find_duplicates", { memory: "birds" });
+await good("find_conflicts", { memory: "birds" });
+await good("relabel_entries", { memory: "birds", label: "Herring Gull", to_label: "Gull" });
+const again = await good("relabel_entries", { memory: "birds", label: "Gull", to_label: "Gull" });
+const page = await good("list_memories", { memory: "birds", max_labels: 1 });
+check("paged listing", JSON.stringify(page.structuredContent).includes("Gull") || JSON.stringify(page.structuredContent).includes("Blue Jay"), JSON.stringify(page.structuredContent).slice(0, 200));
+
 // hostile
 await refused("k=0", "retrieve_candidates", { memory: "birds", image: `${images}/a0.png`, k: 0 }, "k");
 await refused("k=true", "retrieve_candidates", { memory: "birds", image: `${images}/a0.png`, k: true }, "k");
@@ -95,6 +103,9 @@ await refused("garbage base64", "retrieve_candidates", { memory: "birds", image:
 await refused("box outside", "retrieve_candidates", { memory: "birds", image: `${images}/a0.png`, box: [100, 100, 200, 200] }, "box");
 await refused("extra argument", "list_memories", { bogus: 1 }, "");
 await refused("remove unknown label", "remove_from_memory", { memory: "birds", label: "Blue Jai" }, "Blue Jay");
+await refused("relabel to an invisible label", "relabel_entries", { memory: "birds", label: "Gull", to_label: "\u200b" }, "label");
+await refused("relabel in an unknown memory", "relabel_entries", { memory: "nope", label: "Gull", to_label: "X" }, "nope");
+await refused("bad cursor", "list_memories", { memory: "birds", cursor: "\u0000garbage" }, "cursor");
 const rm = await call("remove_from_memory", { memory: "birds", entry_ids: ["x1", "x1"] });
 check("remove duplicate ids answered", !rm.thrown, text(rm).slice(0, 200));
 await good("delete_memory", { memory: "birds" });

@@ -11,6 +11,7 @@ from PIL import Image
 PHOTO_SIZE = (640, 480)
 EXEMPLAR_COSINE = 0.7  # cosine of an exemplar to its label's centre, as with real CLIP features
 LABELS_PER_GROUP = 20  # labels per group of look-alikes (species of one genus, say)
+DRAW_BLOCK = 65_536
 
 # Label names for the encode and rank sections: bird species, as a fine-grained memory would hold.
 # The tiny test ranker's tokenizer is trained on these names (testing.tiny_mllm takes them from here),
@@ -159,10 +160,16 @@ class ClusteredSpace:
         return cls(unit_rows(0.7 * shared + 0.5 * groups[np.arange(labels) // LABELS_PER_GROUP] + 0.5 * own))
 
     def draw(self, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One unit vector per label index, at cosine about EXEMPLAR_COSINE from its centre."""
+        """One unit vector per label index, at cosine about EXEMPLAR_COSINE from its centre (drawn a
+        block at a time, so that a million 512-d vectors never need more than their own 2 GB)."""
         spread = np.sqrt(1.0 / EXEMPLAR_COSINE**2 - 1.0)
-        noise = rng.normal(size=(len(labels), self.centres.shape[1])) / np.sqrt(self.centres.shape[1])
-        return unit_rows(self.centres[labels] + spread * noise)
+        dim = self.centres.shape[1]
+        out = np.empty((len(labels), dim), dtype=np.float32)
+        for start in range(0, len(labels), DRAW_BLOCK):
+            block = labels[start : start + DRAW_BLOCK]
+            noise = rng.normal(size=(len(block), dim)) / np.sqrt(dim)
+            out[start : start + len(block)] = unit_rows(self.centres[block] + spread * noise)
+        return out
 
 
 def exemplar_labels(count: int, labels: int) -> np.ndarray:

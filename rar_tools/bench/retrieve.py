@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
+from rar_tools.bench import faiss_baseline
 from rar_tools.bench.config import BenchConfig
 from rar_tools.bench.context import BenchContext
 from rar_tools.bench.data import ClusteredSpace, exact_top_labels, exemplar_labels, label_recall
 from rar_tools.bench.report import SectionResult, Table, Target
 from rar_tools.bench.timing import summarise, timed
 from rar_tools.encoder import EncoderIdentity
+from rar_tools.limits import DEFAULT_LIST_LABELS
 from rar_tools.memory import HNSW_CONFIG, MemoryStore, NewEntry, open_http_client
+from rar_tools.memory.pages import label_page
 from rar_tools.retrieval import Retriever
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,9 @@ IDENTITY = EncoderIdentity(model="bench-clustered", pretrained="synthetic", dim=
 TARGET_SIZE = 100_000
 MAX_P50_MS = 10.0
 MIN_RECALL_AT_5 = 0.99
+MAX_LIST_MS = 100.0
+MAX_FAISS_RATIO = 2.0
+LIST_REPEATS = 20
 BUILD_CHUNK = 10_000
 
 
@@ -95,27 +103,84 @@ def measure_size(ctx: BenchContext, size: int, rng: np.random.Generator) -> dict
     retriever = Retriever(store)
     cold, _ = search_pass(retriever, memory, first, config.ks[0])
     read_s = timed(lambda: store.read_labels(memory))[0]
+    mirror_s = timed(lambda: wait_for_mirror(store, memory))[0]
     steady, _ = search_pass(retriever, memory, queries, config.ks[0])
-    exact_s, exact = [], []
+    exact_s, exact_indices = [], []
     for query in queries:
         seconds, top = timed(lambda query=query: exact_top_labels(vectors, labels, query, max(config.ks)))
         exact_s.append(seconds)
-        exact.append([label_name(i) for i in top])
+        exact_indices.append(top)
+    exact = [[label_name(i) for i in top] for top in exact_indices]
     recall = {}
     for k in config.ks:
         found = search_pass(retriever, memory, queries, k)[1]
         recall[str(k)] = float(np.mean([label_recall(f, e, k) for f, e in zip(found, exact)]))
+    reference = None
+    if faiss_baseline.faiss_available():
+        reference = faiss_baseline.measure(vectors, labels, queries, exact_indices, config.ks[0])
     return {
+        "faiss": reference,
+        "listing": measure_listing(store, memory),
         "exemplars": size,
         "labels": int(labels.max()) + 1,
         "queries": len(queries),
         "build_s": build_s,
         "cold": summarise(cold),
         "read_labels_s": read_s,
+        "mirror_wait_s": mirror_s,
+        "peak_rss_gb": peak_rss_gb(),
+        "mirrored": store.mirrors.current(memory) is not None,
         "steady": summarise(steady),
         "exact": summarise(exact_s),
         "label_recall_at_k": recall,
     }
+
+
+def peak_rss_gb() -> float:
+    """The process's peak resident memory so far, in GiB (Linux and macOS; NaN elsewhere)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def wait_for_mirror(store: MemoryStore, memory: str, timeout_s: float = 7200.0) -> None:
+    """Wait until the memory's in-process mirror (started by the first search) answers; returns at
+    once when the store has none (faiss missing, or --no-in-process-index)."""
+    deadline = time.monotonic() + timeout_s
+    while store.mirrors.enabled and store.mirrors.current(memory) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def measure_listing(store: MemoryStore, memory: str) -> dict:
+    """Listing a memory as `list_memories` does (counts from the catalogue, the first page of labels),
+    against what it cost before the catalogue: reading every entry's metadata once."""
+    seconds = [
+        timed(lambda: label_page(store.summary(memory).label_counts, DEFAULT_LIST_LABELS))[0]
+        for _ in range(LIST_REPEATS)
+    ]
+    full_read_s = timed(lambda: sum(len(ids) for ids, _ in store.index.pages(store.index.get(memory))))[0]
+    return {"list": summarise(seconds), "full_read_s": full_read_s}
+
+
+def faiss_match(figures: dict) -> tuple[str, dict, float] | None:
+    """The fastest faiss run at rar-tools' recall@k (k the first of --ks): its efSearch, its figures,
+    and rar-tools' steady p50 over its p50."""
+    if figures["faiss"] is None:
+        return None
+    recall = next(iter(figures["label_recall_at_k"].values()))
+    ef, run = faiss_baseline.at_equal_recall(figures["faiss"], recall)
+    return ef, run, figures["steady"]["p50_ms"] / run["p50_ms"]
+
+
+def faiss_cells(figures: dict) -> list[str]:
+    match = faiss_match(figures)
+    if match is None:
+        return ["-", "-", "-", "-"]
+    ef, run, ratio = match
+    return [ef, f"{run['p50_ms']:.2f}", f"{run['recall']:.3f}", f"{ratio:.1f}x"]
 
 
 def run(ctx: BenchContext) -> SectionResult:
@@ -131,19 +196,26 @@ def run(ctx: BenchContext) -> SectionResult:
             f"{f['cold']['p50_ms']:.2f}",
             f"{f['cold']['p95_ms']:.2f}",
             f"{f['read_labels_s']:.2f}",
+            f"{f['mirror_wait_s']:.1f}" if f["mirrored"] else "off",
             f"{f['steady']['p50_ms']:.2f}",
             f"{f['steady']['p95_ms']:.2f}",
             f"{f['exact']['p50_ms']:.2f}",
             f"{f['exact']['p95_ms']:.2f}",
             *[f"{f['label_recall_at_k'][str(k)]:.4f}" for k in ks],
+            *faiss_cells(f),
+            f"{f['listing']['list']['p50_ms']:.1f}",
+            f"{f['listing']['full_read_s']:.2f}",
         ]
         for size, f in by_size.items()
     ]
-    columns = ["exemplars", "build s", "cold p50", "cold p95", "read labels s", "p50", "p95", "exact p50", "exact p95"]
+    columns = ["exemplars", "build s", "cold p50", "cold p95", "read labels s", "mirror wait s"]
+    columns += ["p50", "p95", "exact p50", "exact p95"]
     table = Table(
         f"Retriever.retrieve k={ks[0]}, ms per query ({config.queries} queries, {config.labels} labels, "
         f"clustered {DIM}-d); label recall against exact search; HNSW {hnsw}",
-        columns + [f"recall@{k}" for k in ks],
+        columns
+        + [f"recall@{k}" for k in ks]
+        + ["faiss efSearch", "faiss p50", "faiss recall", "p50 / faiss", "list ms", "full read s"],
         rows,
     )
     largest = max(by_size)
@@ -153,5 +225,12 @@ def run(ctx: BenchContext) -> SectionResult:
     if 5 in ks:
         worst = min(f["label_recall_at_k"]["5"] for f in by_size.values())
         targets.append(Target("label recall@5 (worst size)", worst, MIN_RECALL_AT_5, True))
+    largest_figures = by_size[largest]
+    listed = largest_figures["listing"]["list"]["p50_ms"]
+    targets.append(Target(f"list a memory of {largest:,} p50", listed, MAX_LIST_MS, False, " ms", note))
+    match = faiss_match(largest_figures)
+    if match is not None:
+        ratio = match[2]
+        targets.append(Target(f"retrieve p50 / faiss at equal recall, {largest:,}", ratio, MAX_FAISS_RATIO, False, "x"))
     figures = {"sizes": {str(size): f for size, f in by_size.items()}, "hnsw": hnsw, "dim": DIM}
     return SectionResult("retrieve", [table], figures, targets)

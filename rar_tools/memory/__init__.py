@@ -1,13 +1,17 @@
 """The memory: named Chroma collections of CLIP embeddings with their labels, and the exemplar
 files their image entries point at, owned together by one `MemoryStore`.
 
-- `store`: `MemoryStore`, the one object callers use (adds, removals, reads, searches).
+- `store`: `MemoryStore`, the one object callers use; its writes in `writes`, its reads and
+  searches in `reads`, their shared state in `state`.
 - `index`: the Chroma collections (the only module that speaks Chroma).
 - `files`: the content-addressed exemplar copies.
 - `entries`: the typed values (`NewEntry`, `ExemplarImage`, `Entry`, `Hit`, ...).
 - `faults`: read-only and full data folders, found before a write and named in a failed one.
 - `snapshot`: opening the embedded index in place, or from a read-only copy when it cannot be written.
 - `orphans`: collecting exemplar files no entry references, in the background after opening.
+- `catalogue`: per-label counts kept at write time, and the write marks of `mirror`'s in-process indexes.
+- `archive`, `archive_reader`, `transfer`: `.rar-memory` export and import; `moves`: relabel and
+  replace; `curation`: near duplicates and likely mislabelled exemplars; `pages`: paged label listings.
 
 Importing this package imports neither chromadb nor torch: chromadb loads when a store opens a client.
 """

@@ -26,9 +26,10 @@ class NewEntry:
     image_file: str | None = None
     category: str | None = None
     parent: str | None = None
+    added_at: str | None = None  # kept from an archive or an older memory; else the time of the add
 
     def metadata(self, added_at: str) -> dict[str, Any]:
-        data = {"label": self.label, "kind": self.kind, "sha256": self.sha256, "added_at": added_at}
+        data = {"label": self.label, "kind": self.kind, "sha256": self.sha256, "added_at": self.added_at or added_at}
         optional = {
             "source": self.source,
             "image_file": self.image_file,

@@ -14,9 +14,9 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from PIL import Image
 
@@ -51,13 +51,20 @@ def store_image(images_dir: Path, loaded: Picture, max_side: int) -> Path:
     target = stored_image_path(images_dir, loaded.sha256)
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     copy = loaded.image.copy()
     copy.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX)
+    write_atomically(target, lambda handle: copy.save(handle, format="JPEG", quality=92))
+    return target
+
+
+def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write `target` through a temporary file in its folder: fsync, rename, fsync the folder, so a
+    reader sees the whole file or none (a killed process leaves at most a `PARTIAL_PREFIX` file)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=PARTIAL_PREFIX, suffix=target.suffix)
     try:
         with os.fdopen(fd, "wb") as handle:
-            copy.save(handle, format="JPEG", quality=92)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -65,7 +72,6 @@ def store_image(images_dir: Path, loaded: Picture, max_side: int) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     sync_folder(target.parent)
-    return target
 
 
 def read_exemplar(path: Path, what: str) -> bytes:
@@ -137,6 +143,14 @@ class ExemplarFiles:
         """Write (or reuse) the copy of `picture`, durably; its path relative to the data folder,
         as entries record it."""
         return str(store_image(self.images_dir, picture, max_side).relative_to(self.data_dir))
+
+    def write_copy(self, sha256: str, data: bytes) -> str:
+        """Write (or reuse) the copy of `sha256` from its JPEG bytes as they are (an imported
+        exemplar); its path relative to the data folder."""
+        target = self.path(sha256)
+        if not target.is_file():
+            write_atomically(target, lambda handle: handle.write(data))
+        return str(target.relative_to(self.data_dir))
 
     def stored_shas(self) -> Iterator[str]:
         """The sha256 of every stored copy (partial files excluded), folder by folder."""

@@ -33,6 +33,7 @@ SCHEMA_VERSION = 1
 HNSW_CONFIG = {"space": "cosine", "ef_construction": 200, "ef_search": 128, "max_neighbors": 32}
 KINDS_KEY = "rar_tools_kinds"  # collection metadata: the entry kinds a memory holds, e.g. "image,text"
 PAGE_SIZE = 5000
+MAX_SETTLES = 20  # rounds of writing and checking the kinds record under concurrent writers
 
 Collection = Any  # a chromadb Collection (not imported here: chromadb loads only when a client opens)
 
@@ -94,10 +95,22 @@ class ChromaIndex:
 
     def get_or_create(self, name: str, identity: EncoderIdentity) -> Collection:
         """The collection of memory `name`, created on first use; refuses another encoder."""
-        return self.find(name, identity) or self.create(name, identity)
+        found = self.find(name, identity)
+        if found is not None:
+            return found
+        try:
+            return self.create(name, identity)
+        except Exception:  # another writer (process) created it first
+            found = self.find(name, identity)
+            if found is None:
+                raise
+            return found
 
     def drop(self, name: str) -> None:
         self.client.delete_collection(collection_name(name))
+
+    def rename(self, name: str, new_name: str) -> None:
+        self.get(name).modify(name=collection_name(new_name))
 
     # -- entries -----------------------------------------------------------------------------
     def add_new(
@@ -115,11 +128,15 @@ class ChromaIndex:
             if not new:
                 continue
             stamp = now()
-            collection.add(
-                ids=new,
-                embeddings=np.stack([entries[i].embedding for i in new]).astype(np.float32),
-                metadatas=[entries[i].metadata(stamp) for i in new],
-            )
+            try:
+                collection.add(
+                    ids=new,
+                    embeddings=np.stack([entries[i].embedding for i in new]).astype(np.float32),
+                    metadatas=[entries[i].metadata(stamp) for i in new],
+                )
+            except Exception:  # Chroma may keep a batch it reports failed (logged, then not indexed)
+                added.extend(kept_anyway(collection, new))
+                raise
             added.extend(new)
         return added, present
 
@@ -134,6 +151,13 @@ class ChromaIndex:
         got = collection.get(ids=list(ids), include=["metadatas"])
         return {i: m for i, m in zip(got["ids"], got["metadatas"]) if m is not None}
 
+    def with_embeddings(
+        self, collection: Collection, ids: list[str] | None = None, where: dict[str, Any] | None = None
+    ) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
+        """(metadata, embedding) of the entries with `ids` or matching `where`, by id."""
+        got = collection.get(ids=ids, where=where, include=["metadatas", "embeddings"])
+        return {i: (m, np.asarray(e, np.float32)) for i, m, e in zip(got["ids"], got["metadatas"], got["embeddings"])}
+
     def metadata_of_label(self, collection: Collection, label: str) -> dict[str, dict[str, Any]]:
         """Metadata of every entry of `label`, by id."""
         got = collection.get(where={"label": label}, include=["metadatas"])
@@ -141,22 +165,23 @@ class ChromaIndex:
 
     def pages(self, collection: Collection, size: int = PAGE_SIZE) -> Iterable[tuple[list[str], list[dict[str, Any]]]]:
         """Every entry's (ids, metadatas), a page at a time."""
-        offset = 0
-        while True:
-            got = collection.get(include=["metadatas"], limit=size, offset=offset)
+        for got in self.read_all(collection, ["metadatas"], size):
             yield got["ids"], got["metadatas"]
-            if len(got["ids"]) < size:
-                return
-            offset += size
 
     def embedding_pages(
-        self, collection: Collection, where: dict[str, Any], size: int = PAGE_SIZE
+        self, collection: Collection, where: dict[str, Any] | None = None, size: int = PAGE_SIZE
     ) -> Iterable[tuple[list[str], list[dict[str, Any]], np.ndarray]]:
-        """The (ids, metadatas, embeddings) of every entry matching `where`, a page at a time."""
+        """The (ids, metadatas, embeddings) of every entry (matching `where`, if given), a page at a time."""
+        for got in self.read_all(collection, ["metadatas", "embeddings"], size, where):
+            yield got["ids"], got["metadatas"], np.asarray(got["embeddings"], dtype=np.float32)
+
+    def read_all(
+        self, collection: Collection, include: list[str], size: int, where: dict[str, Any] | None = None
+    ) -> Iterable[dict[str, Any]]:
         offset = 0
         while True:
-            got = collection.get(where=where, include=["metadatas", "embeddings"], limit=size, offset=offset)
-            yield got["ids"], got["metadatas"], np.asarray(got["embeddings"], dtype=np.float32)
+            got = collection.get(where=where, include=include, limit=size, offset=offset)
+            yield got
             if len(got["ids"]) < size:
                 return
             offset += size
@@ -216,26 +241,46 @@ class ChromaIndex:
         """
         recorded = (collection.metadata or {}).get(KINDS_KEY)
         if recorded is None:
-            return self.record_kinds(collection, self.scan_kinds(collection))
+            return self.settle_kinds(collection)
         return parse_kinds(recorded)
 
     def scan_kinds(self, collection: Collection) -> set[EntryKind]:
         return {kind for kind in ENTRY_KINDS if collection.get(where={"kind": kind}, limit=1, include=[])["ids"]}
 
     def note_kinds(self, collection: Collection, added: set[EntryKind]) -> None:
-        """Record newly added kinds. Another writer adding another new kind at the same instant can
-        drop one from the record (Chroma replaces metadata whole); the next add of it restores it."""
+        """Record newly added kinds: nothing to write when the record already lists them."""
         fresh = self.client.get_collection(collection.name, embedding_function=None)
         recorded = (fresh.metadata or {}).get(KINDS_KEY)
-        if recorded is None:
-            self.record_kinds(fresh, self.scan_kinds(fresh))
-        elif not added <= parse_kinds(recorded):
-            self.record_kinds(fresh, parse_kinds(recorded) | added)
+        if recorded is None or not added <= parse_kinds(recorded):
+            self.settle_kinds(collection)
 
-    def record_kinds(self, collection: Collection, kinds: set[EntryKind]) -> set[EntryKind]:
-        fresh = self.client.get_collection(collection.name, embedding_function=None)
-        fresh.modify(metadata={**(fresh.metadata or {}), KINDS_KEY: ",".join(sorted(kinds))})
+    def settle_kinds(self, collection: Collection) -> set[EntryKind]:
+        """Make the kinds record say what the memory holds; returns the kinds.
+
+        Chroma replaces collection metadata whole, so two writers recording different new kinds at
+        once could each drop the other's. So a writer that changes kinds writes what a scan finds,
+        then scans again and re-reads the record, until the two agree: the last write of the record
+        is followed by its writer's check, which saw every entry written before it. (A writer whose
+        kinds the record already lists writes nothing: any later write of the record is checked
+        against a scan that sees its entries.)"""
+        kinds = self.scan_kinds(collection)
+        for _ in range(MAX_SETTLES):
+            fresh = self.client.get_collection(collection.name, embedding_function=None)
+            recorded = (fresh.metadata or {}).get(KINDS_KEY)
+            if recorded is not None and parse_kinds(recorded) == kinds:
+                break
+            fresh.modify(metadata={**(fresh.metadata or {}), KINDS_KEY: ",".join(sorted(kinds))})
+            kinds = self.scan_kinds(collection)
         return kinds
+
+
+def kept_anyway(collection: Collection, ids: list[str]) -> list[str]:
+    """Those of `ids` the collection holds after an add of them failed (none if it cannot be read)."""
+    try:
+        held = set(collection.get(ids=ids, include=[])["ids"])
+    except Exception:  # the failure may be the server's
+        return []
+    return [i for i in ids if i in held]
 
 
 def parse_kinds(recorded: str) -> set[EntryKind]:
@@ -256,7 +301,8 @@ def check_encoder(name: str, stored: EncoderIdentity | None, current: EncoderIde
         raise EncoderMismatchError(
             f"memory {name!r} was filled by CLIP {stored.describe()}, but the loaded encoder is "
             f"{current.describe()}; embeddings of different encoders cannot be compared. "
-            "Start the server with the memory's encoder, or use another memory name."
+            "Start the server with the memory's encoder, use another memory name, or re-encode the memory "
+            f"for the loaded encoder: `rar-tools reembed {name} --clip-model MODEL [--clip-pretrained TAG]`."
         )
 
 

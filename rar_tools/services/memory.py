@@ -196,23 +196,29 @@ class MemoryService:
         return DeleteResult(memory=request.memory, removed=removed, message=message)
 
     def list_memories(self, request: ListRequest) -> MemoryList:
-        """Every memory with its counts per kind and per label, and its encoder."""
+        """Every memory (or the one asked for) with its counts per kind and a page of its labels."""
         store = self.components.store
-        infos = [self.describe_memory(name, request.max_labels) for name in store.names()]
+        names = [request.memory] if request.memory else store.names()
+        infos = [self.describe_memory(name, request.max_labels, request.cursor) for name in names]
         return MemoryList(data_dir=str(store.data_dir), memories=infos)
 
-    def describe_memory(self, memory: str, max_labels: int = 100_000) -> MemoryInfo:
-        """One memory's counts per kind and per label (most first), and its encoder."""
+    def describe_memory(self, memory: str, max_labels: int = 100_000, cursor: str | None = None) -> MemoryInfo:
+        """One memory's counts per kind, a page of its labels (most first) and its encoder. The
+        counts come from the store's catalogue: no entry is read."""
+        from rar_tools.memory.pages import label_page, labels_after
+
         summary = self.components.store.summary(check_memory_name(memory))
-        labels = dict(list(summary.label_counts.items())[:max_labels])
+        labels, next_cursor = label_page(summary.label_counts, max_labels, cursor)
         return MemoryInfo(
             name=memory,
             count=summary.count,
             kinds=summary.kind_counts,
             labels_total=len(summary.label_counts),
             labels=labels,
-            labels_truncated=len(labels) < len(summary.label_counts),
+            labels_truncated=next_cursor is not None,
             encoder=EncoderInfo(**asdict(summary.encoder)) if summary.encoder else None,
+            next_cursor=next_cursor,
+            labels_after=labels_after(summary.label_counts, next_cursor),
         )
 
     # -- exemplar files --------------------------------------------------------------------------
