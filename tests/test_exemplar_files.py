@@ -234,3 +234,11 @@ def test_deleting_copies_counts_those_that_existed(tmp_path: Path) -> None:
     files.write(LoadedImage(picture().image, other, None), max_side=32)
     assert files.delete([SHA, other, "ef" + "0" * 62]) == 2
     assert files.delete([SHA]) == 0
+
+
+def test_an_imported_copy_is_written_byte_for_byte_once(tmp_path: Path) -> None:
+    files = ExemplarFiles(tmp_path)
+    assert files.write_copy(SHA, b"jpeg bytes") == f"images/ab/{SHA}.jpg"
+    assert files.write_copy(SHA, b"other bytes") == f"images/ab/{SHA}.jpg"  # an existing copy is kept
+    assert files.path(SHA).read_bytes() == b"jpeg bytes"
+    assert [p.name for p in files.path(SHA).parent.iterdir()] == [f"{SHA}.jpg"]  # no partial file left
