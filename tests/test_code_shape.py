@@ -65,3 +65,15 @@ def test_no_function_is_longer_than_80_lines() -> None:
 
 def test_the_facade_stays_thin() -> None:
     assert len((PACKAGE / "api.py").read_text(encoding="utf-8").splitlines()) < 250
+
+
+def test_test_modules_import_their_helpers_as_pytest_puts_them_on_the_path() -> None:
+    """`pytest` (the README's command) puts tests/ on the path, not the repository root: a test that
+    imports `tests.conftest` runs under `python -m pytest` and fails to import under `pytest`."""
+    offenders = []
+    for path in sorted(PACKAGE.parent.joinpath("tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.name}: {name}" for name in names if name == "tests" or name.startswith("tests.")]
+    assert offenders == []

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import COLOURS, make_image
 from PIL import Image
 
 from rar_tools.api import RarTools
@@ -23,7 +24,6 @@ from rar_tools.finetune.samples import FinetuneError, open_sample_image, read_sa
 from rar_tools.ranking.base import RankRequest
 from rar_tools.ranking.messages import TextPart, ranking_parts
 from rar_tools.ranking.parsing import parse_ranking
-from tests.conftest import COLOURS, make_image
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from finetuning import tiny_config, write_learnable_data
 from safetensors.torch import load_file
 
 from rar_tools.cli import main
@@ -15,7 +16,6 @@ from rar_tools.finetune.samples import FinetuneError, read_samples
 from rar_tools.finetune.train import IGNORED, encode_sample, finetune_ranker
 from rar_tools.ranking.base import RankerConfig
 from rar_tools.ranking.local import TransformersRanker
-from tests.finetuning import tiny_config, write_learnable_data
 
 pytest.importorskip("peft")  # in the dev and finetune extras
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_image
+from finetuning import PATTERN, tiny_config, write_learnable_data
 
 from rar_tools.api import RarTools
 from rar_tools.cli import build_parser, command_settings
@@ -17,8 +19,6 @@ from rar_tools.ranking import create_ranker
 from rar_tools.ranking.base import RankerConfig, RankRequest
 from rar_tools.ranking.local import TransformersRanker
 from rar_tools.settings import Settings
-from tests.conftest import make_image
-from tests.finetuning import PATTERN, tiny_config, write_learnable_data
 
 pytest.importorskip("peft")  # in the dev and finetune extras
 
