@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import httpx
 
+from rar_tools.deadline import run_async
 from rar_tools.errors import ImageInputError, describe
 
 URL_SCHEMES = ("http", "https")
@@ -101,8 +102,8 @@ def fetch_image_url(url: str, max_bytes: int, timeout_s: float) -> bytes:
     exceed it), within `timeout_s` seconds of wall time in all, whatever the peer does (a status line
     or headers dripped a byte at a time included), following at most 3 redirects to http(s) only.
 
-    Runs its own event loop: call it from a thread without one (the server's worker threads)."""
-    return anyio.run(fetch_within, url, max_bytes, timeout_s)
+    Runs its own event loop (in a helper thread when the calling thread runs one)."""
+    return run_async(fetch_within, url, max_bytes, timeout_s)
 
 
 async def fetch_within(url: str, max_bytes: int, timeout_s: float) -> bytes:

@@ -4,6 +4,7 @@ and callers' strings stay data (never a path, a shell command or unquoted prompt
 from __future__ import annotations
 
 import ast
+import asyncio
 import io
 import os
 import sys
@@ -246,6 +247,13 @@ def test_urls_are_not_fetched_unless_allowed(image_site: str) -> None:
 def test_an_allowed_url_is_fetched_and_decoded(image_site: str) -> None:
     loaded = load_image(f"{image_site}/bird.png", URLS_ALLOWED)
     assert loaded.image.getpixel((0, 0)) == (30, 60, 220) and loaded.source_path == f"{image_site}/bird.png"
+
+
+def test_a_url_is_fetched_when_the_api_is_called_from_inside_an_event_loop(image_site: str) -> None:
+    async def load_from_async_code() -> tuple:
+        return load_image(f"{image_site}/bird.png", URLS_ALLOWED).image.getpixel((0, 0))
+
+    assert asyncio.run(load_from_async_code()) == (30, 60, 220)
 
 
 def test_redirects_to_http_are_followed(image_site: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -32,6 +33,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     delay_s: float = 0.0
+    drip_s: float = 0.0  # > 0: the status line, headers and body sent a byte at a time, this far apart
 
 
 @dataclass
@@ -63,6 +65,9 @@ def make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             reply = server.replies.pop(0) if server.replies else Reply(500, b"{}")
             time.sleep(reply.delay_s)
             try:
+                if reply.drip_s:
+                    self.drip(reply)
+                    return
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply.body)))
@@ -70,6 +75,14 @@ def make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(reply.body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout test)
+
+        def drip(self, reply: Reply) -> None:
+            """Each byte of the answer within a per-read timeout of the last, the whole far beyond it."""
+            head = f"HTTP/1.1 {reply.status} OK\r\nContent-Length: {len(reply.body)}\r\n\r\n".encode()
+            for byte in head + reply.body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(reply.drip_s)
 
         def log_message(self, *args) -> None:
             pass
@@ -332,6 +345,24 @@ def test_timeout_is_a_ranker_error(server: FakeServer):
     with pytest.raises(RankerError, match="did not answer within 0.2 s"):
         ranker(server.url, timeout_s=0.2).rank(request())
     assert time.perf_counter() - start < 0.9
+
+
+def test_the_timeout_is_total_wall_time_even_when_the_server_drips_its_answer(server: FakeServer):
+    body = json.dumps(completion("['Blue Jay']")).encode()
+    server.replies.append(Reply(200, body, drip_s=0.05))  # a byte every 0.05 s: about 20 s in all
+    start = time.perf_counter()
+    with pytest.raises(RankerError, match="did not answer within 0.5 s"):
+        ranker(server.url, timeout_s=0.5).rank(request())
+    assert time.perf_counter() - start < 2.0
+
+
+def test_the_endpoint_ranker_works_when_called_from_inside_an_event_loop(server: FakeServer):
+    server.reply_json(completion("['Cardinal', 'Blue Jay', 'American Robin', 'Blue Grosbeak']"))
+
+    async def rank_from_async_code() -> str:
+        return ranker(server.url).rank(request()).best
+
+    assert asyncio.run(rank_from_async_code()) == "Cardinal"
 
 
 def test_connection_refused_is_a_ranker_error():

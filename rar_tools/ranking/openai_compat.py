@@ -36,9 +36,11 @@ import json
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import httpx
 from PIL import Image
 
+from rar_tools.deadline import run_async
 from rar_tools.errors import RankerError
 from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankResult
 from rar_tools.ranking.logprobs import logprob_steps, score_candidates, softmax
@@ -134,11 +136,10 @@ class OpenAICompatRanker:
         headers = {"Content-Type": "application/json"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
-        self._client = httpx.Client(timeout=config.timeout_s, headers=headers)
+        self._headers = headers
 
     def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._client.close()
+        """Nothing to release: each request opens and closes its own connection (see `_post`)."""
 
     def __enter__(self) -> OpenAICompatRanker:
         return self
@@ -219,8 +220,8 @@ class OpenAICompatRanker:
         where = self.shown_endpoint
         start = time.perf_counter()
         try:
-            response = self._client.post(self.endpoint, json=payload)
-        except httpx.TimeoutException as exc:
+            response = run_async(self._post, payload)
+        except TimeoutError as exc:
             raise RankerError(
                 f"the ranking endpoint {where} did not answer within {self.config.timeout_s:g} s: "
                 "raise timeout_s, lower max_new_tokens, or check that the server is not overloaded"
@@ -238,6 +239,13 @@ class OpenAICompatRanker:
         if response.status_code >= 400:
             raise RankerError(self._http_error(response))
         return self._first_choice(response), request_s
+
+    async def _post(self, payload: dict) -> httpx.Response:
+        """POST `payload` and read the whole answer within `timeout_s` seconds of wall time in all,
+        whatever the server does (a status line or body sent a byte at a time included)."""
+        with anyio.fail_after(self.config.timeout_s):
+            async with httpx.AsyncClient(timeout=None, headers=self._headers) as client:
+                return await client.post(self.endpoint, json=payload)
 
     def _first_choice(self, response: httpx.Response) -> dict:
         where = self.shown_endpoint
