@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zlib
@@ -24,6 +25,7 @@ from PIL import Image
 
 from rar_tools.api import RarTools
 from rar_tools.cli import StderrHandler
+from rar_tools.lazy import BackgroundModel
 from rar_tools.memory import MemoryStore, open_http_client
 from rar_tools.settings import Settings
 from rar_tools.testing.tiny_models import write_tiny_clip, write_tiny_models
@@ -52,6 +54,17 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def clip_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The tiny CLIP as an open_clip model name, exactly as a user would pass a local folder."""
     return f"local-dir:{write_tiny_clip(tmp_path_factory.mktemp('tiny-clip'))}"
+
+
+def held_back(name: str, loader: Callable[[], object], released: threading.Event) -> BackgroundModel:
+    """A background model that runs the real `loader` only once `released` is set (at most 30 s
+    later): a call that needs it waits, however fast the machine."""
+
+    def load():
+        released.wait(30)
+        return loader()
+
+    return BackgroundModel(name, load)
 
 
 def make_image(path: Path, colour: str, seed: int, size: tuple[int, int] = (64, 48)) -> Path:

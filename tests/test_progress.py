@@ -3,11 +3,13 @@ from the wait for models into the work, ending at the total."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import make_image
+from conftest import held_back, make_image
 from mcp import Client
 
 from rar_tools import server as server_module
@@ -31,17 +33,26 @@ def quick_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server_module, "WAIT_STEP_S", 0.02)
 
 
-async def notifications(tools: RarTools, tool: str, arguments: dict) -> list[Notification]:
-    """The progress notifications of one call (the call must succeed)."""
+async def notifications(
+    tools: RarTools, tool: str, arguments: dict, on_waiting: Callable[[], None] = lambda: None
+) -> list[Notification]:
+    """The progress notifications of one call (the call must succeed), up to the one that reaches
+    the total; `on_waiting` runs at each waiting step."""
     seen: list[Notification] = []
+    finished = anyio.Event()
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append((progress, total, message))
+        if total is None:
+            on_waiting()
+        elif progress == total:
+            finished.set()
 
     async with Client(create_server(tools)) as client:
         result = await client.call_tool(tool, arguments, progress_callback=on_progress)
-        await anyio.sleep(0.1)  # notifications sent just before the result
-    assert not result.is_error, result.content
+        assert not result.is_error, result.content
+        with anyio.fail_after(30):  # the client hands notifications to the callback in tasks of their own
+            await finished.wait()
     return seen
 
 
@@ -64,7 +75,9 @@ async def test_recognize_counts_on_from_the_wait_for_the_ranker(
     image = str(make_image(tmp_path / "red.png", "red", seed=1))
     tools.add_images("m", [image], "red")  # the encoder is loaded; the ranker loads during the call
     tools.add_labels("m", ["blue"])
-    seen = await notifications(tools, "recognize", {"memory": "m", "image": image})
+    released = threading.Event()
+    tools.components.mllm = held_back("MLLM ranker", tools.components._load_ranker, released)
+    seen = await notifications(tools, "recognize", {"memory": "m", "image": image}, on_waiting=released.set)
     assert any(n[1] is None for n in seen), "the call never waited for the ranker"
     assert_increasing_to_the_total(seen, work_steps=2)
 

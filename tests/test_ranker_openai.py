@@ -340,20 +340,20 @@ def test_missing_choices_is_a_ranker_error(server: FakeServer):
 
 
 def test_timeout_is_a_ranker_error(server: FakeServer):
-    server.reply_json(completion("['Blue Jay']"), delay_s=1.0)
+    server.reply_json(completion("['Blue Jay']"), delay_s=30.0)
     start = time.perf_counter()
     with pytest.raises(RankerError, match="did not answer within 0.2 s"):
         ranker(server.url, timeout_s=0.2).rank(request())
-    assert time.perf_counter() - start < 0.9
+    assert time.perf_counter() - start < 10  # cut short: the answer would have taken 30 s
 
 
 def test_the_timeout_is_total_wall_time_even_when_the_server_drips_its_answer(server: FakeServer):
     body = json.dumps(completion("['Blue Jay']")).encode()
-    server.replies.append(Reply(200, body, drip_s=0.05))  # a byte every 0.05 s: about 20 s in all
+    server.replies.append(Reply(200, body, drip_s=0.1))  # a byte every 0.1 s: over 20 s in all
     start = time.perf_counter()
     with pytest.raises(RankerError, match="did not answer within 0.5 s"):
         ranker(server.url, timeout_s=0.5).rank(request())
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 10  # cut short: the whole answer would have taken 20 s
 
 
 def test_the_endpoint_ranker_works_when_called_from_inside_an_event_loop(server: FakeServer):
