@@ -3,16 +3,21 @@
 A per-read timeout (httpx's) restarts with every byte, so a peer dripping its status line or body
 a byte at a time held a call for as long as it liked. The calls here run as coroutines cancelled at
 their deadline (`anyio.fail_after`), which closes the connection, so the limit is total wall time.
+`run_async` runs one on an event loop made for the call; a `LoopThread` keeps one loop running, so
+that what lives on it (a client's pool of open connections) serves call after call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import anyio
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 T = TypeVar("T")
 
@@ -27,3 +32,36 @@ def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return anyio.run(fn, *args)
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(anyio.run, fn, *args).result()
+
+
+class LoopThread:
+    """An event loop in a daemon thread of its own, started on first use, that synchronous code
+    (any thread, one running an event loop included) hands coroutines to. Objects made on it keep
+    working from one call to the next; `close` stops it, and a later call starts it again."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._running: tuple[ExitStack, BlockingPortal] | None = None
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`await fn(*args)` on the loop, waited for in this thread."""
+        return self._portal().call(fn, *args)
+
+    def _portal(self) -> BlockingPortal:
+        with self._lock:
+            if self._running is None:
+                stack = ExitStack()
+                self._running = (stack, stack.enter_context(start_blocking_portal(name=self.name)))
+            return self._running[1]
+
+    @property
+    def started(self) -> bool:
+        return self._running is not None
+
+    def close(self) -> None:
+        """Stop the loop (its remaining tasks are let finish) and end the thread."""
+        with self._lock:
+            running, self._running = self._running, None
+        if running is not None:
+            running[0].close()

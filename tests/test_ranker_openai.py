@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -58,10 +59,14 @@ def completion(text: str, logprobs: dict | None = None) -> dict:
 
 def make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections stay open between requests, as real servers keep them
+
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             length = int(self.headers.get("Content-Length", "0"))
             body = json.loads(self.rfile.read(length) or b"null")
-            server.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
+            server.requests.append(
+                {"path": self.path, "headers": dict(self.headers), "json": body, "client": self.client_address}
+            )
             reply = server.replies.pop(0) if server.replies else Reply(500, b"{}")
             time.sleep(reply.delay_s)
             try:
@@ -363,6 +368,45 @@ def test_the_endpoint_ranker_works_when_called_from_inside_an_event_loop(server:
         return ranker(server.url).rank(request()).best
 
     assert asyncio.run(rank_from_async_code()) == "Cardinal"
+
+
+def test_calls_of_one_ranker_share_one_open_connection(server: FakeServer):
+    server.reply_json(completion("['Cardinal']"))
+    server.reply_json(completion("['Blue Jay']"))
+    endpoint = ranker(server.url)
+    endpoint.rank(request())
+    endpoint.rank(request())
+    first, second = (asked["client"] for asked in server.requests)
+    assert first == second  # the same client port: no new connection (nor TLS handshake) per call
+
+
+def test_a_closed_ranker_opens_a_new_connection_when_called_again(server: FakeServer):
+    server.reply_json(completion("['Cardinal']"))
+    server.reply_json(completion("['Blue Jay']"))
+    endpoint = ranker(server.url)
+    endpoint.rank(request())
+    endpoint.close()
+    assert endpoint.rank(request()).ranked[0].label == "Blue Jay"
+    first, second = (asked["client"] for asked in server.requests)
+    assert first != second
+
+
+def test_a_call_cut_short_by_the_timeout_leaves_the_ranker_working(server: FakeServer):
+    server.reply_json(completion("['Cardinal']"), delay_s=30.0)
+    server.reply_json(completion("['Blue Jay']"))
+    endpoint = ranker(server.url, timeout_s=0.5)
+    with pytest.raises(RankerError, match="did not answer within 0.5 s"):
+        endpoint.rank(request())
+    assert endpoint.rank(request()).ranked[0].label == "Blue Jay"
+
+
+def test_threads_may_call_one_ranker_at_once(server: FakeServer):
+    for _ in range(8):
+        server.reply_json(completion("['Cardinal']"), delay_s=0.2)
+    endpoint = ranker(server.url)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        labels = list(pool.map(lambda _: endpoint.rank(request()).ranked[0].label, range(8)))
+    assert labels == ["Cardinal"] * 8
 
 
 def test_connection_refused_is_a_ranker_error():

@@ -40,7 +40,7 @@ import anyio
 import httpx
 from PIL import Image
 
-from rar_tools.deadline import run_async
+from rar_tools.deadline import LoopThread
 from rar_tools.errors import RankerError
 from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankResult
 from rar_tools.ranking.logprobs import logprob_steps, score_candidates, softmax
@@ -137,9 +137,20 @@ class OpenAICompatRanker:
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         self._headers = headers
+        self._loop = LoopThread(f"ranker-http-{self.api_model}")
+        self._client: httpx.AsyncClient | None = None  # made on the loop by the first request
 
     def close(self) -> None:
-        """Nothing to release: each request opens and closes its own connection (see `_post`)."""
+        """Close the open connections and stop the loop that requests run on (a later request
+        starts them again)."""
+        if self._loop.started:
+            self._loop.call(self._close_client)
+        self._loop.close()
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     def __enter__(self) -> OpenAICompatRanker:
         return self
@@ -220,7 +231,7 @@ class OpenAICompatRanker:
         where = self.shown_endpoint
         start = time.perf_counter()
         try:
-            response = run_async(self._post, payload)
+            response = self._loop.call(self._post, payload)
         except TimeoutError as exc:
             raise RankerError(
                 f"the ranking endpoint {where} did not answer within {self.config.timeout_s:g} s: "
@@ -242,10 +253,12 @@ class OpenAICompatRanker:
 
     async def _post(self, payload: dict) -> httpx.Response:
         """POST `payload` and read the whole answer within `timeout_s` seconds of wall time in all,
-        whatever the server does (a status line or body sent a byte at a time included)."""
+        whatever the server does (a status line or body sent a byte at a time included). Runs on
+        the ranker's loop, whose one client keeps connections open from call to call."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=None, headers=self._headers)
         with anyio.fail_after(self.config.timeout_s):
-            async with httpx.AsyncClient(timeout=None, headers=self._headers) as client:
-                return await client.post(self.endpoint, json=payload)
+            return await self._client.post(self.endpoint, json=payload)
 
     def _first_choice(self, response: httpx.Response) -> dict:
         where = self.shown_endpoint
