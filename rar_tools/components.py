@@ -188,6 +188,11 @@ class Components:
         if self._claim is None:
             self._claim = lock_data_dir(self.settings.data_dir)
 
+    @property
+    def store_opened(self) -> bool:
+        """Whether the store has finished opening (before that, nothing can have been written)."""
+        return self._store is not None
+
     def close(self, wait_s: float | None = None) -> bool:
         """Close the store and release the data folder (models stay loaded), once the store is not
         being opened and no memory write is running: waits up to `wait_s` seconds in all for that

@@ -58,8 +58,11 @@ def exit_now(tools: RarTools, code: int) -> NoReturn:
     """Close the store (a write in progress gets `WRITE_GRACE_S`), release the data folder, flush the
     logs and standard streams, and end the process with `code`, not waiting for other threads."""
     try:
-        if not tools.close(WRITE_GRACE_S):
-            log.warning("the memory store was still busy at exit (opening or writing); it tidies up when it next opens")
+        closed = tools.close(WRITE_GRACE_S)
+        if not closed and not tools.components.store_opened:  # stopped straight after start
+            log.info("stopped while the memory store was still opening; nothing had been written")
+        elif not closed:
+            log.warning("a memory write was still running at exit; the store tidies up when it next opens")
     except Exception as exc:  # the exit goes ahead: the OS releases the folder's lock in any case
         log.warning("closing the memory store at exit failed: %s", exc)
     for handler in logging.getLogger().handlers:
