@@ -154,9 +154,7 @@ def load_named(root: Path, pattern: str, split_ratio: float | None = None, seed:
         shown = ", ".join(unmatched[:3]) + (f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else "")
         raise DatasetError(f"--label-from-name {pattern!r} finds no label in {shown}")
     if split_ratio is None:
-        raise DatasetError(
-            "labels from file names have no train/test split: give --split-ratio R (the train fraction)"
-        )
+        raise DatasetError("labels from file names have no train/test split: give --split-ratio R (the train fraction)")
     train, test = split_by_ratio(items, split_ratio, seed)
     return Dataset(root.name, str(root), "named", tuple(train), tuple(test))
 

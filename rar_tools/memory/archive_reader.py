@@ -249,9 +249,11 @@ class MemoryArchive:
     def pages(self) -> Iterator[tuple[list[Row], np.ndarray]]:
         """The entries and their embeddings, `CHUNK_ROWS` at a time, each checked."""
         dim = self.identity.dim
-        with reading(ENTRIES), self.zip.open(self.members[ENTRIES]) as rows, self.zip.open(
-            self.members[EMBEDDINGS]
-        ) as vectors:
+        with (
+            reading(ENTRIES),
+            self.zip.open(self.members[ENTRIES]) as rows,
+            self.zip.open(self.members[EMBEDDINGS]) as vectors,
+        ):
             check_npy_header(vectors, self.count, dim)
             number = 0
             while number < self.count:

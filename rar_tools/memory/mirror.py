@@ -98,9 +98,7 @@ class Mirror:
     def levels(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
         """(category, parent) of each of `ids` the mirror holds."""
         rows = [self.row_of.get(i) for i in ids]
-        return {
-            i: self.rows[row][3:5] for i, row in zip(ids, rows) if row is not None and row not in self.removed
-        }
+        return {i: self.rows[row][3:5] for i, row in zip(ids, rows) if row is not None and row not in self.removed}
 
     def nearest(self, embedding: np.ndarray, n: int) -> list[Hit]:
         """Up to `n` nearest live entries, best first."""

@@ -93,5 +93,3 @@ def import_memory(
     if archive.count == 0:
         store.add(name, archive.identity, [])
     return ImportOutcome(memory=name, added=added, already_present=present, count=store.count(name))
-
-

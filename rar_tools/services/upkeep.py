@@ -263,4 +263,3 @@ def load_copy(store: MemoryStore, entry: NewEntry) -> Image.Image:
             return image.convert("RGB")
     except OSError as exc:
         raise MemoryStoreError(f"the exemplar file of an entry of {entry.label!r} cannot be read ({exc})") from exc
-
