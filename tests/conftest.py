@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -307,3 +308,18 @@ def logging_left_as_found() -> Iterator[None]:
             root.removeHandler(handler)
     root.setLevel(levels[0])
     ours.setLevel(levels[1])
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test leaves this process's SIGINT and SIGTERM handlers as it found them, so that Ctrl-C
+    keeps working and later tests see the defaults: a test that does not is an error (and the
+    handlers are put back)."""
+    watched = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in watched}
+    yield
+    changed = {s.name: signal.getsignal(s) for s in watched if signal.getsignal(s) is not before[s]}
+    for s in watched:
+        if before[s] is not None:
+            signal.signal(s, before[s])
+    assert not changed, f"{request.node.nodeid} left signal handlers changed: {changed}"
