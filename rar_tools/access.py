@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from rar_tools.deadline import run_async
+from rar_tools.deadline import BodyTooLarge, read_at_most, run_async
 from rar_tools.errors import ImageInputError, describe
 
 URL_SCHEMES = ("http", "https")
@@ -150,12 +150,10 @@ def check_url_scheme(url: str) -> None:
 
 async def read_capped(response: httpx.Response, url: str, max_bytes: int) -> bytes:
     """The (decoded) body, refused as soon as it passes `max_bytes`."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise ImageInputError(f"image URL {describe(url)} has {declared} bytes; the limit is {max_bytes}")
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
-            raise ImageInputError(f"image URL {describe(url)} sent more than the limit of {max_bytes} bytes")
-    return bytes(body)
+    try:
+        return await read_at_most(response, max_bytes)
+    except BodyTooLarge as exc:
+        if exc.declared is not None:
+            message = f"image URL {describe(url)} has {exc.declared} bytes; the limit is {max_bytes}"
+            raise ImageInputError(message) from None
+        raise ImageInputError(f"image URL {describe(url)} sent more than the limit of {max_bytes} bytes") from None

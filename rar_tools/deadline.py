@@ -1,10 +1,12 @@
-"""Network calls from synchronous code that end within a wall-clock limit, whatever the peer does.
+"""Network calls from synchronous code that end within a wall-clock limit and read at most a
+given number of bytes, whatever the peer does.
 
 A per-read timeout (httpx's) restarts with every byte, so a peer dripping its status line or body
 a byte at a time held a call for as long as it liked. The calls here run as coroutines cancelled at
 their deadline (`anyio.fail_after`), which closes the connection, so the limit is total wall time.
 `run_async` runs one on an event loop made for the call; a `LoopThread` keeps one loop running, so
-that what lives on it (a client's pool of open connections) serves call after call.
+that what lives on it (a client's pool of open connections) serves call after call. `read_at_most`
+reads a body as it streams in, so an endless or lying one is refused at the limit, not held in memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import anyio
+import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 T = TypeVar("T")
@@ -32,6 +35,28 @@ def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return anyio.run(fn, *args)
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(anyio.run, fn, *args).result()
+
+
+class BodyTooLarge(Exception):
+    """A response body over the limit: `declared` is its announced length, None when it streamed past."""
+
+    def __init__(self, declared: int | None) -> None:
+        super().__init__(declared)
+        self.declared = declared
+
+
+async def read_at_most(response: httpx.Response, max_bytes: int) -> bytes:
+    """The (decoded) body of a streamed `response`; `BodyTooLarge` as soon as it passes `max_bytes`,
+    or before reading when its declared length does."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(int(declared))
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise BodyTooLarge(None)
+    return bytes(body)
 
 
 class LoopThread:

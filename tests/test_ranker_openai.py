@@ -21,7 +21,7 @@ from PIL import Image
 from rar_tools.errors import RankerError
 from rar_tools.ranking import create_ranker
 from rar_tools.ranking.base import RankerConfig, RankRequest
-from rar_tools.ranking.openai_compat import OpenAICompatRanker, api_base
+from rar_tools.ranking.openai_compat import MAX_ANSWER_BYTES, OpenAICompatRanker, api_base
 
 CANDIDATES = ("Blue Jay", "Cardinal", "American Robin", "Blue Grosbeak")
 API_KEY = "sk-test-secret-123"
@@ -35,6 +35,8 @@ class Reply:
     body: bytes = b""
     delay_s: float = 0.0
     drip_s: float = 0.0  # > 0: the status line, headers and body sent a byte at a time, this far apart
+    endless: bool = False  # a body of megabytes after megabytes, with no length, until the client hangs up
+    declared_length: int | None = None  # the Content-Length sent, when not the body's
 
 
 @dataclass
@@ -73,9 +75,13 @@ def make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 if reply.drip_s:
                     self.drip(reply)
                     return
+                if reply.endless:
+                    self.endless(reply)
+                    return
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply.body)))
+                length = len(reply.body) if reply.declared_length is None else reply.declared_length
+                self.send_header("Content-Length", str(length))
                 self.end_headers()
                 self.wfile.write(reply.body)
             except (BrokenPipeError, ConnectionResetError):
@@ -88,6 +94,14 @@ def make_handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(bytes([byte]))
                 self.wfile.flush()
                 time.sleep(reply.drip_s)
+
+        def endless(self, reply: Reply) -> None:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")  # the body ends when the connection does
+            self.end_headers()
+            for _ in range(1024):  # a gigabyte at most
+                self.wfile.write(b" " * 1024 * 1024)
 
         def log_message(self, *args) -> None:
             pass
@@ -359,6 +373,18 @@ def test_the_timeout_is_total_wall_time_even_when_the_server_drips_its_answer(se
     with pytest.raises(RankerError, match="did not answer within 0.5 s"):
         ranker(server.url, timeout_s=0.5).rank(request())
     assert time.perf_counter() - start < 10  # cut short: the whole answer would have taken 20 s
+
+
+def test_an_endless_answer_is_refused_at_the_byte_limit_not_held_in_memory(server: FakeServer):
+    server.replies.append(Reply(200, endless=True))
+    with pytest.raises(RankerError, match=f"sent more than the limit of {MAX_ANSWER_BYTES:,} bytes"):
+        ranker(server.url, timeout_s=60).rank(request())
+
+
+def test_an_answer_announcing_a_huge_length_is_refused_before_it_is_read(server: FakeServer):
+    server.replies.append(Reply(200, b"{}", declared_length=10**12))
+    with pytest.raises(RankerError, match="announced 1,000,000,000,000 bytes, more than the limit"):
+        ranker(server.url, timeout_s=60).rank(request())
 
 
 def test_the_endpoint_ranker_works_when_called_from_inside_an_event_loop(server: FakeServer):

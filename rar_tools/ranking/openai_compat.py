@@ -40,7 +40,7 @@ import anyio
 import httpx
 from PIL import Image
 
-from rar_tools.deadline import LoopThread
+from rar_tools.deadline import BodyTooLarge, LoopThread, read_at_most
 from rar_tools.errors import RankerError
 from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankResult
 from rar_tools.ranking.logprobs import logprob_steps, score_candidates, softmax
@@ -52,6 +52,7 @@ from rar_tools.ranking.prompts import shown_names
 TOP_LOGPROBS = 20
 MAX_ERROR_CHARS = 300
 JPEG_QUALITY = 90
+MAX_ANSWER_BYTES = 32 * 1024 * 1024  # far above any chat completion (20 logprobs a token included)
 
 
 # --- URL and request building ----------------------------------------------------------------
@@ -237,6 +238,12 @@ class OpenAICompatRanker:
                 f"the ranking endpoint {where} did not answer within {self.config.timeout_s:g} s: "
                 "raise timeout_s, lower max_new_tokens, or check that the server is not overloaded"
             ) from exc
+        except BodyTooLarge as exc:
+            sent = "sent more" if exc.declared is None else f"announced {exc.declared:,} bytes, more"
+            raise RankerError(
+                f"the ranking endpoint {where} {sent} than the limit of {MAX_ANSWER_BYTES:,} bytes for an "
+                "answer: is the url the API base of an OpenAI-compatible server?"
+            ) from None
         except httpx.ConnectError as exc:
             raise RankerError(
                 f"cannot connect to the ranking endpoint {where} ({self._scrub(str(exc))}): "
@@ -252,13 +259,16 @@ class OpenAICompatRanker:
         return self._first_choice(response), request_s
 
     async def _post(self, payload: dict) -> httpx.Response:
-        """POST `payload` and read the whole answer within `timeout_s` seconds of wall time in all,
-        whatever the server does (a status line or body sent a byte at a time included). Runs on
+        """POST `payload` and read the whole answer within `timeout_s` seconds of wall time in all and
+        `MAX_ANSWER_BYTES`, whatever the server does (a status line or body sent a byte at a time, an
+        endless body). Runs on
         the ranker's loop, whose one client keeps connections open from call to call."""
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=None, headers=self._headers)
         with anyio.fail_after(self.config.timeout_s):
-            return await self._client.post(self.endpoint, json=payload)
+            async with self._client.stream("POST", self.endpoint, json=payload) as streamed:
+                body = await read_at_most(streamed, MAX_ANSWER_BYTES)
+        return httpx.Response(streamed.status_code, headers=streamed.headers, content=body, request=streamed.request)
 
     def _first_choice(self, response: httpx.Response) -> dict:
         where = self.shown_endpoint
