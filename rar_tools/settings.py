@@ -5,7 +5,6 @@ and leave the ones the user did not fill in to their defaults."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from rar_tools.jsontext import parse_json
 from rar_tools.limits import MAX_RANK_PERMUTATIONS, ScoreNormalisation
 
 PROJECT_MEMORIES = Path(__file__).resolve().parent.parent / "memories"
@@ -34,8 +34,8 @@ def environment_list(value: Any, separator: str, what: str) -> Any:
     text = value.strip()
     if text.startswith("["):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
+            return parse_json(text)
+        except ValueError as exc:
             raise ValueError(f"{text[:60]!r} is not a JSON list of {what} ({exc})") from exc
     return [part.strip() for part in text.split(separator) if part.strip()]
 

@@ -3,13 +3,13 @@
 The SDK's stdio transport hands a line it cannot parse to the session as an exception, and the
 session drops it: a request whose JSON holds a lone UTF-16 surrogate escape (`"\\ud800"`, which
 Python's `json` reads but pydantic's parser refuses) was never answered, and its client waited for
-its own timeout. Here such a line still gets a JSON-RPC error for its id, saying what is wrong; a
+its own timeout. Here such a line still gets a JSON-RPC error for its id, saying what is wrong; so does
+a request nested too deeply for either parser (its id is found without reading the nested values). A
 line that is not JSON at all has no id to answer, and is logged on stderr.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import unicodedata
 from typing import Any
@@ -19,6 +19,8 @@ from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp.types import ErrorData, JSONRPCError
+
+from rar_tools.jsontext import NestedTooDeeply, parse_json, top_level_scalars
 
 log = logging.getLogger(__name__)
 
@@ -82,42 +84,66 @@ class AnsweringReadStream:
 def unreadable_reply(exc: Exception) -> JSONRPCError | None:
     """The error answering the request behind a transport's parse exception, or None when it has no
     request id to answer (not JSON, a notification, or a response)."""
-    message = raw_message(exc)
+    message, too_deep = raw_message(exc)
     request_id = message.get("id") if message is not None and "method" in message else None
     if isinstance(request_id, bool) or not isinstance(request_id, (str, int)):
         return None
-    if has_lone_surrogate(message):
+    if too_deep:
+        error = ErrorData(
+            code=PARSE_ERROR,
+            message="the request's JSON is nested too deeply to read (arrays or objects within each other "
+            "hundreds of levels deep): no tool takes arguments like that",
+        )
+    elif has_lone_surrogate(message):
         error = ErrorData(
             code=PARSE_ERROR,
             message="the request contains a lone UTF-16 surrogate escape (such as \\ud800) in a string, which is "
             "not text: send characters outside the Basic Multilingual Plane as a surrogate pair or as UTF-8",
         )
     else:
-        error = ErrorData(code=INVALID_REQUEST, message=f"not a valid JSON-RPC request: {str(exc).splitlines()[0]}")
+        error = ErrorData(code=INVALID_REQUEST, message=f"not a valid JSON-RPC request: {first_problem(exc)}")
     return JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
 
 
-def raw_message(exc: Exception) -> dict[str, Any] | None:
-    """The JSON object a validation error was raised for, read with Python's more lenient parser."""
+def raw_message(exc: Exception) -> tuple[dict[str, Any] | None, bool]:
+    """The JSON object a validation error was raised for, read with Python's more lenient parser,
+    and whether it is nested too deeply for that (then only its top-level scalars are read)."""
     errors = getattr(exc, "errors", None)
     for error in errors() if callable(errors) else []:
         given = error.get("input")
         if isinstance(given, str):
             try:
-                given = json.loads(given)
+                given = parse_json(given)
+            except NestedTooDeeply:
+                return top_level_scalars(given), True
             except ValueError:
                 continue
         if isinstance(given, dict):
-            return given
-    return None
+            return given, "recursion limit" in error.get("msg", "")  # pydantic reads less depth than Python
+    return None, False
+
+
+def first_problem(exc: Exception) -> str:
+    """What the first validation error says (where, and what), else the exception's first line."""
+    errors = getattr(exc, "errors", None)
+    for error in errors() if callable(errors) else []:
+        where = ".".join(str(part) for part in error.get("loc", ())[1:])  # [0] names the union member tried
+        return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+    return str(exc).splitlines()[0]
 
 
 def has_lone_surrogate(value: Any) -> bool:
-    """Whether a string anywhere in `value` (keys included) holds a lone surrogate."""
-    if isinstance(value, str):
-        return any(unicodedata.category(ch) == "Cs" for ch in value)
-    if isinstance(value, dict):
-        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_lone_surrogate(v) for v in value)
+    """Whether a string anywhere in `value` (keys included) holds a lone surrogate; walked without
+    recursion, since `value` may nest as deeply as Python's parser reads."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if any(unicodedata.category(ch) == "Cs" for ch in item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False

@@ -156,6 +156,12 @@ def test_allow_dir_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings_from(build_parser().parse_args(["serve"])).allow_dir == folders
 
 
+def test_a_json_list_setting_nested_too_deeply_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAR_TOOLS_ALLOW_DIR", "[" * 5_000 + "]" * 5_000)
+    with pytest.raises(ValueError, match="is not a JSON list of folders \\(JSON nested too deeply"):
+        settings_from(build_parser().parse_args(["serve"]))
+
+
 def test_an_image_outside_the_allowed_folder_is_refused(run, image_folder: Path, tmp_path: Path) -> None:
     (tmp_path / "only-here").mkdir()
     run("add-labels", "m", "red")

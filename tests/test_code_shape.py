@@ -77,3 +77,27 @@ def test_test_modules_import_their_helpers_as_pytest_puts_them_on_the_path() -> 
             names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
             offenders += [f"{path.name}: {name}" for name in names if name == "tests" or name.startswith("tests.")]
     assert offenders == []
+
+
+# Modules that parse only JSON this package wrote itself (a marker, a training state, Chroma metadata,
+# a child's protocol lines); all other JSON comes from outside and goes through `jsontext.parse_json`.
+OWN_JSON_READERS = {"checkpoints.py", "finetune/checkpoints.py", "memory/catalogue.py", "bench/startup.py"}
+
+
+def test_json_from_outside_is_parsed_by_parse_json() -> None:
+    """`json.loads` raises RecursionError, not ValueError, on deeply nested text: a crash where a
+    clear refusal was meant. Only `jsontext` and the readers of the package's own files call it."""
+    offenders = []
+    for path in python_files():
+        name = str(path.relative_to(PACKAGE))
+        if name == "jsontext.py" or name in OWN_JSON_READERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                called = node.func
+                on_json = isinstance(called.value, ast.Name) and called.value.id == "json"
+                if on_json and called.attr in ("loads", "load"):
+                    offenders.append(f"{name}:{node.lineno} json.{called.attr}")
+                elif called.attr == "json" and not node.args and not node.keywords:
+                    offenders.append(f"{name}:{node.lineno} .json()")
+    assert offenders == []

@@ -186,6 +186,13 @@ def test_a_bad_sample_line_is_named_with_its_file_and_line(tmp_path) -> None:
         read_samples(path)
 
 
+def test_a_sample_line_nested_too_deeply_is_named_with_its_file_and_line(tmp_path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n" + "[" * 5_000 + "]" * 5_000 + "\n")
+    with pytest.raises(FinetuneError, match=r"train.jsonl, line 2: JSON nested too deeply"):
+        read_samples(path)
+
+
 def test_the_ranking_data_command_prints_the_summary(colour_memory, settings, tmp_path, capsys) -> None:
     flags = ["--data-dir", str(settings.data_dir), "--clip-model", settings.clip_model, "--no-ranker"]
     code = main(["ranking-data", "colours", "--out", str(tmp_path / "out"), "--k", "3", "--json", *flags])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -35,6 +36,12 @@ def test_a_page_that_reaches_the_last_label_has_no_cursor() -> None:
 def test_a_cursor_not_made_by_a_listing_is_refused() -> None:
     with pytest.raises(MemoryStoreError, match="not a cursor a label listing gave"):
         label_page(COUNTS, 2, "bm90LWEtY3Vyc29y")
+
+
+def test_a_cursor_of_json_nested_too_deeply_is_refused_as_not_a_cursor() -> None:
+    deep = base64.urlsafe_b64encode(b"[" * 5_000).decode()
+    with pytest.raises(MemoryStoreError, match="not a cursor a label listing gave"):
+        label_page(COUNTS, 2, deep)
 
 
 def test_a_cursor_never_contains_a_slash() -> None:

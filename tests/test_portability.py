@@ -186,6 +186,15 @@ def test_members_outside_the_format_are_refused(
     assert not (tmp_path / "escape.jpg").exists() and not Path("/tmp/absolute.jpg").exists()
 
 
+def test_a_manifest_nested_too_deeply_is_refused(archive: Path, tools: RarTools, tmp_path: Path) -> None:
+    def deepen(name: str, data: bytes) -> bytes:
+        return b"[" * 5_000 + b"]" * 5_000 if name == MANIFEST else data
+
+    with pytest.raises(ArchiveError, match="manifest.json is not valid JSON \\(JSON nested too deeply"):
+        tools.import_memory(str(rewrite(archive, tmp_path / "deep.rar-memory", deepen)))
+    unchanged(tools)
+
+
 def test_an_archive_of_a_newer_format_version_is_refused(archive: Path, tools: RarTools, tmp_path: Path) -> None:
     newer = rewrite(archive, tmp_path / "new.rar-memory", edit_manifest(lambda m: m.update(format_version=2)))
     with pytest.raises(ArchiveError, match="written by a newer rar-tools \\(format version 2\\)"):

@@ -352,6 +352,18 @@ def test_malformed_json_is_a_ranker_error(server: FakeServer):
         ranker(server.url).rank(request())
 
 
+def test_an_answer_nested_too_deeply_is_a_ranker_error(server: FakeServer):
+    server.replies.append(Reply(200, b"[" * 5_000 + b"]" * 5_000))
+    with pytest.raises(RankerError, match="not JSON"):
+        ranker(server.url).rank(request())
+
+
+def test_an_error_answer_nested_too_deeply_still_gives_the_status(server: FakeServer):
+    server.replies.append(Reply(500, b'{"error": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"))
+    with pytest.raises(RankerError, match="answered HTTP 500"):
+        ranker(server.url).rank(request())
+
+
 def test_missing_choices_is_a_ranker_error(server: FakeServer):
     server.reply_json({"object": "chat.completion", "choices": []})
     with pytest.raises(RankerError, match="without choices"):

@@ -105,3 +105,22 @@ def test_the_server_keeps_serving_after_unreadable_lines(raw_server: RawServer) 
     raw_server.send("this is not JSON at all")
     raw_server.send('{"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "list_memories"}}')
     assert raw_server.reply_to(8)["result"]["isError"] is False
+
+
+@pytest.mark.parametrize("depth", [300, 5_000, 100_000])
+def test_a_request_nested_too_deeply_is_answered_and_serving_goes_on(raw_server: RawServer, depth: int) -> None:
+    """Past pydantic's depth (about 255) and past Python's (about 1,000): an error carrying the id,
+    found without reading the nested values."""
+    nested = "[" * depth + "]" * depth
+    raw_server.send(
+        f'{{"jsonrpc": "2.0", "id": {depth}, "method": "tools/call", '
+        f'"params": {{"name": "list_memories", "arguments": {{"x": {nested}}}}}}}'
+    )
+    assert "nested too deeply" in raw_server.reply_to(depth)["error"]["message"]
+    raw_server.send('{"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "list_memories"}}')
+    assert raw_server.reply_to(9)["result"]["isError"] is False
+
+
+def test_an_invalid_request_is_answered_with_what_is_wrong_where(raw_server: RawServer) -> None:
+    raw_server.send('{"jsonrpc": "1.0", "id": 10, "method": "tools/list"}')
+    assert raw_server.reply_to(10)["error"]["message"] == "not a valid JSON-RPC request: jsonrpc: Input should be '2.0'"

@@ -8,7 +8,6 @@ which a caption, attributes and a label were found at all, and seconds per regio
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from rar_tools.evaluation.report import versions
 from rar_tools.evaluation.task_report import weights_banner, write_task_report
 from rar_tools.evaluation.weights import ranker_warnings
 from rar_tools.images import IMAGE_SUFFIXES
+from rar_tools.jsontext import parse_json
 
 if TYPE_CHECKING:
     from rar_tools.api import RarTools
@@ -52,8 +52,8 @@ def described_images(root: Path) -> list[tuple[Path, list[list[float]] | None]]:
     boxes = {}
     if (root / BOXES_FILE).is_file():
         try:
-            boxes = json.loads((root / BOXES_FILE).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+            boxes = parse_json((root / BOXES_FILE).read_text(encoding="utf-8"))
+        except ValueError as exc:
             raise DatasetError(f"{root / BOXES_FILE} is not JSON: {exc}") from exc
         if not isinstance(boxes, dict):
             raise DatasetError(f"{root / BOXES_FILE} must map image file names to lists of boxes")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from rar_tools.errors import RarToolsError
+from rar_tools.jsontext import parse_json
 
 log = logging.getLogger(__name__)
 LOG_FORMAT = "rar-tools-eval-queries/1"
@@ -113,7 +114,7 @@ class RecordLog:
 def read_header(line: str) -> dict[str, Any] | None:
     """The header of an evaluation log, or None when `line` is not one."""
     try:
-        header = json.loads(line)
+        header = parse_json(line)
     except ValueError:
         return None
     return header if isinstance(header, dict) and header.get("format") == LOG_FORMAT else None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from rar_tools.errors import RarToolsError
+from rar_tools.jsontext import parse_json
 
 SampleFormat = Literal["qwen", "llava", "openai"]
 SAMPLE_FORMATS: tuple[SampleFormat, ...] = ("qwen", "llava", "openai")
@@ -88,8 +88,8 @@ def read_samples(path: Path) -> list[Sample]:
         if not line.strip():
             continue
         try:
-            samples.append(read_sample(json.loads(line)))
-        except (json.JSONDecodeError, FinetuneError) as exc:
+            samples.append(read_sample(parse_json(line)))
+        except (ValueError, FinetuneError) as exc:
             raise FinetuneError(f"{path}, line {number}: {exc}") from None
     return samples
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import stat
 import zipfile
@@ -20,6 +19,7 @@ from PIL import Image
 
 from rar_tools.errors import ArchiveError, RarToolsError
 from rar_tools.identity import EncoderIdentity
+from rar_tools.jsontext import parse_json
 from rar_tools.limits import ENTRY_KINDS
 from rar_tools.memory.archive import (
     CHUNK_ROWS,
@@ -113,7 +113,7 @@ def read_manifest(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, 
     with reading(MANIFEST):
         text = archive.read(info)
     try:
-        manifest = json.loads(text)
+        manifest = parse_json(text)
     except ValueError as exc:
         raise ArchiveError(f"manifest.json is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -169,7 +169,7 @@ def checked_row(line: bytes, number: int, images: dict[str, zipfile.ZipInfo]) ->
     """One entry of entries.jsonl, every field checked."""
     where = f"entries.jsonl line {number}"
     try:
-        row = json.loads(line)
+        row = parse_json(line)
     except ValueError as exc:
         raise ArchiveError(f"{where} is not JSON ({exc})") from exc
     if not isinstance(row, dict) or set(row) - set(ROW_FIELDS):

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 
 from rar_tools.errors import MemoryStoreError
+from rar_tools.jsontext import parse_json
 
 
 def order_key(label: str, count: int) -> tuple[int, str]:
@@ -22,7 +23,7 @@ def encode_cursor(label: str, count: int) -> str:
 def decode_cursor(cursor: str) -> tuple[int, str]:
     """(negated count, label) of a cursor `encode_cursor` made; refuses anything else."""
     try:
-        count, label = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        count, label = parse_json(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if isinstance(count, int) and isinstance(label, str):
             return order_key(label, count)
     except (ValueError, TypeError):

@@ -8,7 +8,6 @@ peft is optional (`pip install 'rar-tools[finetune]'`); it is imported by the ca
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rar_tools.errors import ModelLoadError
+from rar_tools.jsontext import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def check_base(path: Path, base_name: str, family: str) -> None:
     have the same names and shapes, and load without a word); warn when only the base's name differs
     (a hub id and a local copy of one model are both fine)."""
     try:
-        info = json.loads((path / ADAPTER_INFO).read_text(encoding="utf-8"))
+        info = parse_json((path / ADAPTER_INFO).read_text(encoding="utf-8"))
         trained_on, trained_family = info["base_model"], info.get("model_type", family)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return

@@ -42,6 +42,7 @@ from PIL import Image
 
 from rar_tools.deadline import BodyTooLarge, LoopThread, read_at_most
 from rar_tools.errors import RankerError
+from rar_tools.jsontext import parse_json
 from rar_tools.ranking.base import RankedLabel, RankerConfig, RankRequest, RankResult
 from rar_tools.ranking.logprobs import logprob_steps, score_candidates, softmax
 from rar_tools.ranking.messages import ImagePart, Part, TextPart, ranking_parts
@@ -273,8 +274,8 @@ class OpenAICompatRanker:
     def _first_choice(self, response: httpx.Response) -> dict:
         where = self.shown_endpoint
         try:
-            data = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+            data = parse_json(response.content)
+        except ValueError as exc:
             raise RankerError(
                 f"the ranking endpoint {where} returned a response that is not JSON: {self._snippet(response.text)!r}"
             ) from exc
@@ -320,8 +321,8 @@ class OpenAICompatRanker:
 def server_error_text(response: httpx.Response) -> str:
     """The error message in an error response: `error.message`, `error`, `detail`, or the body."""
     try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        data = parse_json(response.content)
+    except ValueError:
         return response.text
     if isinstance(data, dict):
         error = data.get("error")
