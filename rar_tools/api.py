@@ -111,6 +111,12 @@ class RarTools(UpkeepCalls):
         """Close the store and release the data folder (models stay loaded); see `Components.close`."""
         return self.components.close(wait_s)
 
+    def __enter__(self) -> RarTools:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def load(self, source: str, full_resolution: bool = False) -> LoadedImage:
         """Decode an image argument (see `Components.load`)."""
         return self.components.load(source, full_resolution)

@@ -413,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     from rar_tools.api import RarTools
 
-    return run_command(args, RarTools(settings))
+    with RarTools(settings) as tools:  # closed after: main() may run in a process that goes on
+        return run_command(args, tools)
 
 
 def run_command(args: argparse.Namespace, tools) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from PIL import Image
 from rar_tools.api import RarTools
 from rar_tools.cli import StderrHandler
 from rar_tools.lazy import BackgroundModel
+from rar_tools.locking import LOCK_FILE
 from rar_tools.memory import MemoryStore, open_http_client
 from rar_tools.settings import Settings
 from rar_tools.testing.tiny_models import write_tiny_clip, write_tiny_models
@@ -66,6 +68,17 @@ def held_back(name: str, loader: Callable[[], object], released: threading.Event
         return loader()
 
     return BackgroundModel(name, load)
+
+
+def locked_by_someone(data_dir: Path) -> bool:
+    """Whether any open file description (this process's included) holds the data folder's flock."""
+    with open(data_dir / LOCK_FILE, "a+") as probe:
+        try:
+            fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(probe.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def make_image(path: Path, colour: str, seed: int, size: tuple[int, int] = (64, 48)) -> Path:
@@ -192,14 +205,19 @@ def chroma_database(memory_backend: str, request: pytest.FixtureRequest) -> tupl
 
 
 @pytest.fixture
-def make_store(chroma_database: tuple[str | None, str]) -> Callable[[Path], MemoryStore]:
-    """Open a MemoryStore on `data_dir` with the backend under test (embedded or Chroma server)."""
+def make_store(chroma_database: tuple[str | None, str]) -> Iterator[Callable[[Path], MemoryStore]]:
+    """Open a MemoryStore on `data_dir` with the backend under test (embedded or Chroma server);
+    each is closed after the test."""
     url, database = chroma_database
+    opened: list[MemoryStore] = []
 
     def make(data_dir: Path) -> MemoryStore:
-        return MemoryStore(data_dir, open_http_client(url, database) if url else None)
+        opened.append(MemoryStore(data_dir, open_http_client(url, database) if url else None))
+        return opened[-1]
 
-    return make
+    yield make
+    for store in opened:
+        store.close(wait_s=30)
 
 
 @pytest.fixture
@@ -212,8 +230,11 @@ def settings(tmp_path: Path, clip_model: str, chroma_database: tuple[str | None,
 
 
 @pytest.fixture
-def tools(settings: Settings) -> RarTools:
-    return RarTools(settings)
+def tools(settings: Settings) -> Iterator[RarTools]:
+    """The API on `settings`; its store closed after the test."""
+    made = RarTools(settings)
+    yield made
+    made.close(wait_s=30)
 
 
 @pytest.fixture
@@ -323,3 +344,22 @@ def signal_handlers_left_as_found(request: pytest.FixtureRequest) -> Iterator[No
         if before[s] is not None:
             signal.signal(s, before[s])
     assert not changed, f"{request.node.nodeid} left signal handlers changed: {changed}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def stores_closed_after_the_module() -> Iterator[None]:
+    """Every memory store opened in a test module is closed when the module ends (module-scoped
+    fixtures share theirs until then). Each holds about 20 files open, Chroma's database and index
+    among them: a suite that left them open ran out of descriptors under the common limit of 1,024."""
+    opened: list[MemoryStore] = []
+    open_store = MemoryStore.__init__
+
+    def open_and_record(store: MemoryStore, *args, **kwargs) -> None:
+        open_store(store, *args, **kwargs)
+        opened.append(store)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MemoryStore, "__init__", open_and_record)
+        yield
+    for store in opened:
+        store.close(wait_s=30)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import locked_by_someone
 from PIL import Image
 
 from rar_tools.encoder import ClipEncoder
@@ -147,6 +148,7 @@ def test_keep_memory_keeps_one_named_memory_per_shot_count(
         tmp_path / "out",
         RunOptions(keep_memory=tmp_path / "kept"),
     )
+    assert not locked_by_someone(tmp_path / "kept")  # the run closed its store
     store = MemoryStore(tmp_path / "kept")
     assert store.names() == ["eval-labelled-seed7-1shot", "eval-labelled-seed7-2shot", "eval-labelled-zeroshot"]
     assert store.count("eval-labelled-seed7-2shot") == 6

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -14,23 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import locked_by_someone
 
 from rar_tools import locking
+from rar_tools.api import RarTools
 from rar_tools.cli import main
 from rar_tools.errors import MemoryStoreError
 from rar_tools.locking import LOCK_FILE, lock_data_dir, unlock_data_dir
 from rar_tools.memory import MemoryStore
-
-
-def locked_by_someone(data_dir: Path) -> bool:
-    """Whether any open file description (this process's included) holds the data folder's flock."""
-    with open(data_dir / LOCK_FILE, "a+") as probe:
-        try:
-            fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(probe.fileno(), fcntl.LOCK_UN)
-        return False
+from rar_tools.settings import Settings
 
 
 def test_opening_a_store_locks_its_data_dir_with_our_pid(tmp_path: Path) -> None:
@@ -54,6 +45,18 @@ def test_close_is_idempotent(tmp_path: Path) -> None:
     store.close()  # must not give back the other store's use
     assert locked_by_someone(tmp_path)
     other.close()
+
+
+def test_the_api_used_as_a_context_manager_frees_the_data_folder_at_the_end(tmp_path: Path) -> None:
+    with RarTools(Settings(data_dir=tmp_path, no_ranker=True)) as tools:
+        tools.list_memories()  # opens the store
+        assert locked_by_someone(tmp_path)
+    assert not locked_by_someone(tmp_path)
+
+
+def test_an_in_process_command_frees_the_data_folder_when_it_returns(tmp_path: Path) -> None:
+    assert main(["memories", "--data-dir", str(tmp_path), "--no-ranker"]) == 0
+    assert not locked_by_someone(tmp_path)
 
 
 def leave_partial_file(data_dir: Path) -> Path:

@@ -396,3 +396,20 @@ def test_importing_the_memory_package_imports_no_chromadb_nor_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts this process's descriptors in /proc")
+def test_a_closed_store_leaves_no_descriptor_open(tmp_path: Path, make_store) -> None:
+    """Its index files, or its connections to a Chroma server, are all released: a process that opens
+    and closes stores (the Python API, a notebook, an evaluation per run) does not run out of files."""
+
+    def open_use_and_close(n: int) -> None:
+        store = make_store(tmp_path / f"data-{n}")
+        store.add("m", IDENTITY, [text_entry("a", vector(1, 0, 0, 0))])
+        assert store.close()
+
+    open_use_and_close(0)  # the first opening starts what stays for the process (threads, caches)
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for n in range(1, 11):
+        open_use_and_close(n)
+    assert len(list(Path("/proc/self/fd").iterdir())) <= before + 2

@@ -54,6 +54,7 @@ def stage_seconds(tools: RarTools, paths: list[str], device: str) -> dict[str, f
         store = MemoryStore(Path(tmp) / "store")
         entries = [image_entry(item, embedding) for item, embedding in zip(loaded, embeddings)]
         chroma_s = timed(lambda: store.add("stages", tools.encoder.identity, entries), device)[0]
+        store.close()
     return {"load_s": load_s, "copy_s": copy_s, "chroma_s": chroma_s}
 
 

@@ -98,8 +98,20 @@ def measure_size(ctx: BenchContext, size: int, rng: np.random.Generator) -> dict
     first, queries = (space.draw(rng.integers(0, min(config.labels, size), config.queries), rng) for _ in range(2))
     folder, memory = ctx.work_dir / "retrieval", f"bench-{size}"
     log.info("retrieve: building a memory of %d exemplars over %d labels", size, min(config.labels, size))
-    build_s = build(open_store(config, folder, dict(config.hnsw)), memory, vectors, labels)
+    built = open_store(config, folder, dict(config.hnsw))
+    build_s = build(built, memory, vectors, labels)
+    built.close()
     store = open_store(config, folder)  # freshly opened: no label read yet
+    try:
+        return measured(ctx, store, memory, (vectors, labels, first, queries), build_s)
+    finally:
+        store.close()
+
+
+def measured(ctx: BenchContext, store: MemoryStore, memory: str, data: tuple, build_s: float) -> dict:
+    """Cold, label-read, mirror and steady timings, and recall against exact search, of a built memory."""
+    config = ctx.config
+    vectors, labels, first, queries = data
     retriever = Retriever(store)
     cold, _ = search_pass(retriever, memory, first, config.ks[0])
     read_s = timed(lambda: store.read_labels(memory))[0]
@@ -121,7 +133,7 @@ def measure_size(ctx: BenchContext, size: int, rng: np.random.Generator) -> dict
     return {
         "faiss": reference,
         "listing": measure_listing(store, memory),
-        "exemplars": size,
+        "exemplars": len(vectors),
         "labels": int(labels.max()) + 1,
         "queries": len(queries),
         "build_s": build_s,

@@ -49,11 +49,14 @@ def run_bench(config: BenchConfig, echo: Callable[[str], None] = print) -> dict[
     results: dict[str, SectionResult] = {}
     with work_folder(config.work_dir) as work_dir:
         ctx = BenchContext.create(config, work_dir)
-        for name in config.sections:
-            section_started = time.perf_counter()
-            results[name] = RUNNERS[name](ctx)
-            results[name].figures["section_s"] = time.perf_counter() - section_started
-            echo(render_section(results[name]))
+        try:
+            for name in config.sections:
+                section_started = time.perf_counter()
+                results[name] = RUNNERS[name](ctx)
+                results[name].figures["section_s"] = time.perf_counter() - section_started
+                echo(render_section(results[name]))
+        finally:
+            ctx.tools.close()
     targets = [t for r in results.values() for t in r.targets]
     document = {
         "config": {**asdict(config), "ranker_model_path": ctx.tools.settings.ranker_model},

@@ -356,4 +356,7 @@ def run_evaluation(
     log = RecordLog(Path(out_dir) / QUERIES_FILE, identity, options.resume, options.overwrite)
     with evaluation_store(options.keep_memory) as folder:
         tools = RarTools(settings, store=MemoryStore(folder))
-        return Evaluation(tools, dataset, config, log, options).run()
+        try:
+            return Evaluation(tools, dataset, config, log, options).run()
+        finally:
+            tools.close()  # before a temporary folder goes: Chroma holds its files open until then

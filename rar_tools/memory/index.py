@@ -345,7 +345,22 @@ def open_http_client(url: str, database: str = "default_database") -> Any:
             database=database,
             settings=ChromaSettings(anonymized_telemetry=False),
         )
+    except Exception as exc:  # a bad setting or database name
+        raise MemoryStoreError(f"cannot reach the Chroma server at {url} (database {database!r}): {exc}") from exc
+    try:
         client.heartbeat()
-    except Exception as exc:  # connection refused, unknown database, TLS errors...
+    except Exception as exc:  # connection refused, TLS errors...
+        close_http_client(client)
         raise MemoryStoreError(f"cannot reach the Chroma server at {url} (database {database!r}): {exc}") from exc
     return client
+
+
+def close_http_client(client: Any) -> None:
+    """Close a Chroma server's client and its connections. chromadb 1.5's `close` releases the client
+    but leaves its HTTP connection pools open, its own and its internal admin client's
+    (chroma-core/chroma#2702), so those are closed here too, where this chromadb has them."""
+    client.close()
+    for owner in (client, getattr(client, "_admin_client", None)):
+        session = getattr(getattr(owner, "_server", None), "_session", None)
+        if session is not None:
+            session.close()

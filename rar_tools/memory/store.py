@@ -21,7 +21,7 @@ from rar_tools.memory.catalogue import Catalogue, Counts
 from rar_tools.memory.entries import MemorySummary
 from rar_tools.memory.faults import Problem, WriteGuard
 from rar_tools.memory.files import ExemplarFiles
-from rar_tools.memory.index import ChromaIndex, stored_identity
+from rar_tools.memory.index import ChromaIndex, close_http_client, stored_identity
 from rar_tools.memory.mirror import LocalMarks, Mirrors
 from rar_tools.memory.orphans import OrphanCollection
 from rar_tools.memory.reads import StoreReads
@@ -37,7 +37,7 @@ __all__ = ["CHROMA_FOLDER", "DEFAULT_STORED_SIDE", "MAX_CACHED_LABELS", "MemoryS
 
 class MemoryStore(StoreWrites, StoreReads):
     """All memories under one data folder: `chroma/` (the index, unless `client` is a Chroma
-    server's) and `images/` (exemplar copies).
+    server's; the store owns that client and closes it with itself) and `images/` (exemplar copies).
 
     Opening a store locks its data folder for this process (see `locking`): another process that
     opens the same folder is refused until this one closes the store or exits. Safe to share
@@ -70,6 +70,7 @@ class MemoryStore(StoreWrites, StoreReads):
         self._lock = lock_data_dir(self.data_dir, lock_wait_s)
         self._writes = self._lock.writes
         self._local: LocalIndex | None = None
+        self._server_client = client  # a Chroma server's client, given to this store to own
         self._closed = False
         try:
             if client is None:
@@ -79,8 +80,7 @@ class MemoryStore(StoreWrites, StoreReads):
             self.catalogue = Catalogue(client)
             self.mirrors = self._mirrors(mirror)
         except BaseException:
-            if self._local is not None:
-                self._local.close()
+            self._close_client()
             unlock_data_dir(self._lock)
             raise
         # Why writes are refused for as long as this store is open (a snapshot is read), or None.
@@ -128,12 +128,18 @@ class MemoryStore(StoreWrites, StoreReads):
         try:
             self._closed = True
             self.mirrors.close()
-            if self._local is not None:
-                self._local.close()
+            self._close_client()
             unlock_data_dir(self._lock)
         finally:
             self._writes.release()
         return True
+
+    def _close_client(self) -> None:
+        """Close the embedded index, or the Chroma server's client (its connections)."""
+        if self._local is not None:
+            self._local.close()
+        elif self._server_client is not None:
+            close_http_client(self._server_client)
 
     # -- memories ----------------------------------------------------------------------------
     def names(self) -> list[str]:
