@@ -60,14 +60,29 @@ def hub_endpoint() -> str:
 
 
 def probe(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """None when `endpoint` answers an HTTP request (any status), else why it did not."""
+    """None when `endpoint` answers an HTTP request (any status) within `timeout_s` seconds of wall
+    time in all (a status line dripped a byte at a time included), else why it did not."""
     import httpx
 
+    from rar_tools.deadline import run_async
+
     try:
-        httpx.head(endpoint, timeout=timeout_s, follow_redirects=False)
+        run_async(head_within, endpoint, timeout_s)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return None
+
+
+async def head_within(endpoint: str, timeout_s: float) -> None:
+    """A HEAD request to `endpoint`, cancelled at the deadline (which closes the connection)."""
+    import anyio
+    import httpx
+
+    with anyio.fail_after(timeout_s):
+        async with httpx.AsyncClient(follow_redirects=False, timeout=None) as client:
+            await client.head(endpoint)
 
 
 def go_offline() -> None:

@@ -17,7 +17,7 @@ from conftest import free_port
 from huggingface_hub import constants
 
 from rar_tools.errors import ModelLoadError
-from rar_tools.hub import HubAccess, clip_needs_hub, is_local
+from rar_tools.hub import HubAccess, clip_needs_hub, is_local, probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,6 +87,29 @@ def test_offline_mode_skips_the_check(monkeypatch: pytest.MonkeyPatch, answering
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     HubAccess().check()
     assert answering_hub == []
+
+
+def test_a_hub_that_drips_its_answer_counts_as_not_answering_within_the_probe_s_time() -> None:
+    class Dripping(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802 (the http.server hook's name)
+            try:
+                for byte in b"HTTP/1.1 200 OK\r\n\r\n":  # each byte well within a per-read timeout
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the probe gave up, as it should
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Dripping)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        assert probe(f"http://127.0.0.1:{server.server_address[1]}", timeout_s=1.0) == "no answer within 1 s"
+        assert time.monotonic() - started < 6  # cut short: the whole answer would have taken 9 s
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_load_error_says_the_hub_did_not_answer(online: None, monkeypatch: pytest.MonkeyPatch) -> None:
