@@ -262,8 +262,8 @@ class OpenAICompatRanker:
     async def _post(self, payload: dict) -> httpx.Response:
         """POST `payload` and read the whole answer within `timeout_s` seconds of wall time in all and
         `MAX_ANSWER_BYTES`, whatever the server does (a status line or body sent a byte at a time, an
-        endless body). Runs on
-        the ranker's loop, whose one client keeps connections open from call to call."""
+        endless body). Runs on the ranker's loop, whose one client keeps connections open from call
+        to call."""
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=None, headers=self._headers)
         with anyio.fail_after(self.config.timeout_s):
